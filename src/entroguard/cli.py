@@ -1,0 +1,119 @@
+"""The ``entroguard`` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from entroguard.errors import EntroguardError
+
+app = typer.Typer(
+    name="entroguard",
+    help="Measure and defend the bit rate of entropy-coded split DNNs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def train(
+    zoo: Annotated[bool, typer.Option("--zoo", help="Train the whole default zoo.")] = False,
+    arch: Annotated[str | None, typer.Option(help="Architecture (one model).")] = None,
+    prior: Annotated[str, typer.Option(help="Entropy model: fp or mshp.")] = "fp",
+    beta: Annotated[float, typer.Option(help="Rate weight (loss = CE + beta * bpp).")] = 0.01,
+    epochs: Annotated[float, typer.Option(help="Epochs (fractions allowed).")] = 3.0,
+    dataset: Annotated[str, typer.Option(help="fashion-mnist, cifar10 or folder:PATH.")] = (
+        "fashion-mnist"
+    ),
+    out: Annotated[Path, typer.Option(help="Output folder for checkpoints.")] = Path("runs/zoo"),
+    teacher: Annotated[
+        Path | None, typer.Option(help="Checkpoint to distil features from.")
+    ] = None,
+    distill_weight: Annotated[float, typer.Option(help="Weight of the distillation loss.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    download: Annotated[bool, typer.Option(help="Download the dataset if missing.")] = False,
+    only: Annotated[
+        str | None, typer.Option(help="With --zoo: comma-separated name prefixes to train.")
+    ] = None,
+) -> None:
+    """Train one split model, or (--zoo) the 24-model default zoo; resumable."""
+    try:
+        from entroguard.data import load_dataset
+        from entroguard.train import zoo as zoo_mod
+
+        train_set = load_dataset(dataset, "train", download=download)
+        test_set = load_dataset(dataset, "test", download=download)
+        if zoo:
+            entries = zoo_mod.zoo_entries()
+            if only:
+                prefixes = tuple(p.strip() for p in only.split(","))
+                entries = [e for e in entries if e.name.startswith(prefixes)]
+            paths = zoo_mod.train_zoo(out, train_set, test_set, entries=entries, seed=seed)
+            typer.echo(f"{len(paths)} zoo checkpoints in {out}")
+            return
+        if arch is None:
+            raise typer.BadParameter("give --arch (one model) or --zoo")
+        _train_one(arch, prior, beta, epochs, train_set, test_set, out, teacher,
+                   distill_weight, seed)  # fmt: skip
+    except EntroguardError as exc:
+        _fail(exc)
+
+
+def _train_one(arch, prior, beta, epochs, train_set, test_set, out, teacher, distill_weight, seed):
+    import torch
+
+    from entroguard.measure import measure
+    from entroguard.models import build_model
+    from entroguard.train.checkpoint import load_checkpoint, save_checkpoint
+    from entroguard.train.loop import TrainConfig, train_split
+
+    torch.manual_seed(seed)
+    model = build_model(arch, prior)
+    teacher_model = load_checkpoint(teacher) if teacher else None
+    config = TrainConfig(
+        beta=beta, epochs=epochs, seed=seed, distill_weight=distill_weight if teacher else 0.0
+    )
+    train_split(model, train_set, config, teacher=teacher_model)
+    result = measure(model, test_set.batches(500), total=len(test_set))
+    name = f"{arch}-{prior}-beta{beta:g}"
+    path = save_checkpoint(
+        model, out / name, beta=beta, dataset=test_set.name, train=config.to_dict(),
+        metrics=result.summary(),
+    )  # fmt: skip
+    typer.echo(f"saved {path}: {json.dumps(result.summary())}")
+
+
+@app.command("zoo")
+def zoo_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    zoo_dir: Annotated[
+        Path | None, typer.Option(help="Folder of checkpoints (default: the shipped zoo).")
+    ] = None,
+) -> None:
+    """List the trained models with their measured test accuracy and sizes."""
+    from entroguard.train.zoo import list_zoo
+
+    try:
+        rows = list_zoo(zoo_dir)
+    except EntroguardError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from entroguard.report.table import format_table
+
+    cols = ["name", "top1", "est_bytes", "payload_bytes", "packet_bytes"]
+    typer.echo(format_table(rows, cols))
+
+
+def main() -> None:
+    app()

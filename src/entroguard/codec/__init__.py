@@ -1,0 +1,7 @@
+"""Entropy models that turn a latent into real byte strings and back."""
+
+from entroguard.codec.base import CodecOutput, LatentCodec, Quantization
+from entroguard.codec.factorized import FactorizedPrior
+from entroguard.codec.hyperprior import MeanScaleHyperprior
+
+__all__ = ["CodecOutput", "LatentCodec", "Quantization", "FactorizedPrior", "MeanScaleHyperprior"]

@@ -1,0 +1,163 @@
+"""Mean-scale hyperprior (MSHP): a hyper-latent ``z = h_a(y)`` coded with a factorized prior,
+and ``h_s(z_hat)`` giving a Gaussian mean and scale per latent element (Minnen et al. 2018).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from torch import Tensor, nn
+
+from entroguard.codec.base import (
+    CodecOutput,
+    LatentCodec,
+    Quantization,
+    check_latent,
+    uniform_noise,
+)
+from entroguard.codec.factorized import quantize_factorized, refit_tables
+
+SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
+
+
+def default_scale_table() -> Tensor:
+    """CompressAI's 64 log-spaced Gaussian scales from 0.11 to 256."""
+    return torch.exp(torch.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
+
+
+def _straight_through(x: Tensor) -> Tensor:
+    return x + (torch.round(x) - x).detach()
+
+
+class MeanScaleHyperprior(LatentCodec):
+    """Mean-scale hyperprior on CompressAI's ``EntropyBottleneck`` and ``GaussianConditional``.
+
+    Each image becomes two byte strings, ``("y", "z")``. ``h_s`` must output ``2 * channels``
+    maps: scales first, then means (CompressAI's and sc2bench's ``chunk(2, 1)`` order).
+
+    Encoding and decoding evaluate ``h_s`` one image at a time so that both sides run the very
+    same floating-point operations: a one-ulp difference in a scale or mean between a batched
+    encoder and a single-image decoder would otherwise break exact decoding.
+    """
+
+    prior = "mshp"
+    string_names = ("y", "z")
+
+    def __init__(self, channels: int, hyper_channels: int, h_a: nn.Module, h_s: nn.Module):
+        super().__init__(channels)
+        self.hyper_channels = hyper_channels
+        self.h_a = h_a
+        self.h_s = h_s
+        self.entropy_bottleneck = EntropyBottleneck(hyper_channels)
+        self.gaussian_conditional = GaussianConditional(default_scale_table().tolist())
+        self._hyper_hw_cache: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def entropy_models(self) -> list[nn.Module]:
+        return [self.entropy_bottleneck, self.gaussian_conditional]
+
+    def gaussian_params(self, z_hat: Tensor, latent_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Scales and means, each (B, C, H, W), from the quantised hyper-latent.
+
+        ``h_s`` may upsample past the latent's size (a 55x55 latent has a 14x14 hyper-latent,
+        which ``h_s`` maps back to 56x56); the output is cropped to ``latent_hw``.
+        """
+        params = self.h_s(z_hat)[..., : latent_hw[0], : latent_hw[1]]
+        if params.shape[1] != 2 * self.channels or tuple(params.shape[-2:]) != tuple(latent_hw):
+            raise ValueError(
+                f"h_s must output {2 * self.channels} channels (scales, means) of at least "
+                f"{tuple(latent_hw)}, got {tuple(params.shape[1:])}"
+            )
+        scales, means = params.chunk(2, dim=1)
+        return scales, means
+
+    def _gaussian_likelihood(self, residual: Tensor, scales: Tensor) -> Tensor:
+        lik = self.gaussian_conditional._likelihood(residual, scales, None)
+        if self.gaussian_conditional.use_likelihood_bound:
+            lik = self.gaussian_conditional.likelihood_lower_bound(lik)
+        return lik
+
+    def likelihoods(
+        self,
+        y: Tensor,
+        quantization: Quantization = "noise",
+        generator: torch.Generator | None = None,
+    ) -> CodecOutput:
+        """Differentiable path.
+
+        The gradient reaches ``y`` through the latent itself, the means and the scales, and
+        the hyper-latent's bits are part of the likelihoods (``"z"``).
+        """
+        check_latent(y, self.channels)
+        z_out = quantize_factorized(self.entropy_bottleneck, self.h_a(y), quantization, generator)
+        scales, means = self.gaussian_params(z_out.y_hat, y.shape[-2:])
+        if quantization == "round":
+            residual = torch.round(y - means).detach()
+            y_hat = (residual + means).detach()
+        else:
+            residual = _straight_through(y - means)
+            y_hat = residual + means
+            if quantization == "noise":
+                residual = y - means + uniform_noise(y, generator)
+        likelihoods = {
+            "y": self._gaussian_likelihood(residual, scales),
+            "z": z_out.likelihoods["y"],
+        }
+        return CodecOutput(y_hat=y_hat, likelihoods=likelihoods)
+
+    def quantize(self, y: Tensor) -> Tensor:
+        check_latent(y, self.channels)
+        z_hat = self.entropy_bottleneck.quantize(
+            self.h_a(y), "dequantize", self.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
+        )
+        out = []
+        for i in range(y.shape[0]):
+            _, means = self.gaussian_params(z_hat[i : i + 1], y.shape[-2:])
+            out.append(torch.round(y[i : i + 1] - means) + means)
+        return torch.cat(out)
+
+    def hyper_hw(self, latent_hw: tuple[int, int]) -> tuple[int, int]:
+        """Spatial size (Hz, Wz) of the hyper-latent for a latent of size ``latent_hw``."""
+        key = (int(latent_hw[0]), int(latent_hw[1]))
+        if key not in self._hyper_hw_cache:
+            param = next(self.h_a.parameters())
+            probe = torch.zeros(1, self.channels, *key, device=param.device, dtype=param.dtype)
+            with torch.no_grad():
+                self._hyper_hw_cache[key] = tuple(self.h_a(probe).shape[-2:])
+        return self._hyper_hw_cache[key]
+
+    @torch.no_grad()
+    def compress(self, y: Tensor) -> list[list[bytes]]:
+        check_latent(y, self.channels)
+        self._require_tables()
+        y = y.detach()
+        z = self.h_a(y)
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, tuple(z.shape[-2:]))
+        out = []
+        for i in range(y.shape[0]):
+            scales, means = self.gaussian_params(z_hat[i : i + 1], y.shape[-2:])
+            indexes = self.gaussian_conditional.build_indexes(scales)
+            (y_string,) = self.gaussian_conditional.compress(y[i : i + 1], indexes, means)
+            out.append([y_string, z_strings[i]])
+        return out
+
+    @torch.no_grad()
+    def decompress(self, strings: list[list[bytes]], latent_hw: tuple[int, int]) -> Tensor:
+        self._require_tables()
+        z_strings = [s[1] for s in strings]
+        z_hat = self.entropy_bottleneck.decompress(z_strings, self.hyper_hw(latent_hw))
+        out = []
+        for i, image_strings in enumerate(strings):
+            scales, means = self.gaussian_params(z_hat[i : i + 1], latent_hw)
+            indexes = self.gaussian_conditional.build_indexes(scales)
+            out.append(
+                self.gaussian_conditional.decompress([image_strings[0]], indexes, means=means)
+            )
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def update_tables(self) -> None:
+        refit_tables(self.entropy_bottleneck)
+        self.gaussian_conditional.update_scale_table(default_scale_table(), force=True)

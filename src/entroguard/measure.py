@@ -1,0 +1,84 @@
+"""Measure a split model on images through the real bitstream.
+
+Three sizes are kept apart: *estimated* bytes from the likelihoods (-log2 p / 8), *payload*
+bytes the rANS coder really produced, and *packet* bytes on the wire (payload + header).
+Accuracy is the tail's accuracy on the latents decoded from the packets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from entroguard.models.split import SplitClassifier
+
+
+@dataclass
+class Measurement:
+    """Per-image measurements, each an array of shape (N,)."""
+
+    est_bytes: np.ndarray
+    payload_bytes: np.ndarray
+    packet_bytes: np.ndarray
+    correct: np.ndarray
+    predicted: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.correct)
+
+    def summary(self) -> dict[str, float]:
+        """Means per image: top1 (0-1), est_bytes, payload_bytes, packet_bytes."""
+        return {
+            "n": self.n,
+            "top1": float(self.correct.mean()),
+            "est_bytes": float(self.est_bytes.mean()),
+            "payload_bytes": float(self.payload_bytes.mean()),
+            "packet_bytes": float(self.packet_bytes.mean()),
+        }
+
+    @staticmethod
+    def concat(parts: list[Measurement]) -> Measurement:
+        return Measurement(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in Measurement.__annotations__)
+        )
+
+
+@torch.no_grad()
+def measure_batch(model: SplitClassifier, images: Tensor, labels: Tensor) -> Measurement:
+    """Code ``images`` (B, 3, H, W) in [0, 1] into packets, decode them, classify."""
+    est_bits = model.estimate(images).bits()
+    packets = model.to_packets(images)
+    encoded = model.packets_to_batch(packets)
+    logits = model.classify(model.decompress(encoded))
+    predicted = logits.argmax(dim=1).cpu()
+    return Measurement(
+        est_bytes=(est_bits / 8).cpu().numpy().astype(np.float64),
+        payload_bytes=np.array(encoded.payload_bytes(), dtype=np.int64),
+        packet_bytes=np.array([len(p) for p in packets], dtype=np.int64),
+        correct=(predicted == labels.cpu()).numpy(),
+        predicted=predicted.numpy(),
+    )
+
+
+def measure(
+    model: SplitClassifier,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    *,
+    total: int | None = None,
+    progress: bool = True,
+    desc: str = "measure",
+) -> Measurement:
+    """Measure over ``(images, labels)`` batches; ``total`` images for the progress bar."""
+    model.eval()
+    parts = []
+    with tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for images, labels, *_ in batches:
+            parts.append(measure_batch(model, images, labels))
+            bar.update(len(labels))
+    return Measurement.concat(parts)

@@ -1,0 +1,286 @@
+"""``SplitClassifier``: a classifier cut in two around an entropy-coded bottleneck.
+
+Head (device): normalise -> encoder ``g_a`` -> codec.compress -> packet bytes.
+Tail (server): packet bytes -> codec.decompress -> decoder ``g_s`` -> rest of the backbone.
+
+All image inputs are float tensors in [0, 1] of shape (B, 3, H, W); normalisation happens
+inside the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from entroguard.codec import CodecOutput, LatentCodec, Quantization
+from entroguard.errors import InputError, ModelMismatchError
+from entroguard.packet import Packet, parse_packet
+
+CODER_TABLE_SUFFIXES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """What a split model is, independent of its weights (saved with every checkpoint).
+
+    Attributes:
+        arch: architecture name in the model registry, e.g. ``"resnet_s"``.
+        prior: ``"fp"`` (factorized prior) or ``"mshp"`` (mean-scale hyperprior).
+        num_classes: number of output classes.
+        input_size: (H, W) of the images the model takes, in pixels.
+        mean, std: per-channel normalisation applied inside the head.
+        options: builder keyword arguments (channel counts ...), JSON-serialisable.
+    """
+
+    arch: str
+    prior: str
+    num_classes: int
+    input_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    options: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SplitSpec:
+        return cls(
+            arch=d["arch"],
+            prior=d["prior"],
+            num_classes=int(d["num_classes"]),
+            input_size=tuple(d["input_size"]),
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+            options=dict(d.get("options", {})),
+        )
+
+
+@dataclass
+class SplitOutput:
+    """Differentiable forward result.
+
+    Attributes:
+        logits: (B, K).
+        y: the latent before quantisation, (B, C, h, w).
+        codec: quantised latent and likelihoods.
+        features: ``g_s`` output, the tail's features at the split point.
+    """
+
+    logits: Tensor
+    y: Tensor
+    codec: CodecOutput
+    features: Tensor
+
+    def bits(self) -> Tensor:
+        """Estimated bits per image, shape (B,)."""
+        return self.codec.bits()
+
+
+@dataclass
+class EncodedBatch:
+    """Real coder output for a batch: per-image byte strings and the latent size (h, w)."""
+
+    strings: list[list[bytes]]
+    latent_hw: tuple[int, int]
+
+    def payload_bytes(self) -> list[int]:
+        """Bytes of coder output per image (no header)."""
+        return [sum(len(s) for s in image) for image in self.strings]
+
+
+class SplitClassifier(nn.Module):
+    """A split classifier with a real entropy-coded bottleneck.
+
+    Args:
+        spec: the architecture description (saved with checkpoints).
+        encoder: ``g_a`` (plus any backbone layers before it), image -> latent (B, C, h, w).
+        codec: the entropy model of the latent.
+        decoder: ``g_s``, latent -> features for ``backbone_tail``.
+        backbone_tail: the rest of the backbone, features -> logits (B, num_classes).
+    """
+
+    def __init__(
+        self,
+        spec: SplitSpec,
+        encoder: nn.Module,
+        codec: LatentCodec,
+        decoder: nn.Module,
+        backbone_tail: nn.Module,
+    ) -> None:
+        super().__init__()
+        if codec.prior != spec.prior:
+            raise ValueError(f"codec prior {codec.prior!r} does not match spec {spec.prior!r}")
+        self.spec = spec
+        self.encoder = encoder
+        self.codec = codec
+        self.decoder = decoder
+        self.backbone_tail = backbone_tail
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
+        self._fingerprint: str | None = None
+        self._latent_hw: tuple[int, int] | None = None
+
+    # ------------------------------------------------------------------ checks
+    def check_images(self, x: Tensor) -> None:
+        """Raise ``InputError`` unless ``x`` is a float (B, 3, H, W) batch in [0, 1]."""
+        h, w = self.spec.input_size
+        if not isinstance(x, Tensor):
+            raise InputError(f"images must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() == 3:
+            raise InputError(
+                f"images must be a batch (B, 3, {h}, {w}); got {tuple(x.shape)}: "
+                "add a batch dimension with x.unsqueeze(0)"
+            )
+        if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[-2:]) != (h, w):
+            hint = ""
+            if x.dim() == 4 and x.shape[1] == 1:
+                hint = "; grayscale images: repeat the channel with x.expand(-1, 3, -1, -1)"
+            raise InputError(
+                f"{self.spec.arch} expects images of shape (B, 3, {h}, {w}), got "
+                f"{tuple(x.shape)}{hint}; resize or pad them (entroguard.data does this)"
+            )
+        if not x.is_floating_point():
+            raise InputError(f"images must be float in [0, 1], got {x.dtype}: divide by 255")
+        if x.numel() and (x.min() < -1e-6 or x.max() > 1 + 1e-6):
+            raise InputError(
+                f"images must be in [0, 1], got values in [{x.min():.3g}, {x.max():.3g}]; "
+                "do not normalise them, the model does"
+            )
+
+    # ------------------------------------------------------------- the head
+    def analyze(self, x: Tensor) -> Tensor:
+        """Normalise and run ``g_a``: images (B, 3, H, W) in [0, 1] -> latent (B, C, h, w)."""
+        self.check_images(x)
+        return self.encoder((x - self.mean) / self.std)
+
+    def compress(self, x: Tensor) -> EncodedBatch:
+        """Entropy-code a batch of images into per-image byte strings."""
+        with torch.no_grad():
+            y = self.analyze(x)
+            return EncodedBatch(self.codec.compress(y), tuple(y.shape[-2:]))
+
+    def to_packets(self, x: Tensor) -> list[bytes]:
+        """Images -> one wire packet per image (header + strings)."""
+        encoded = self.compress(x)
+        fp = self.fingerprint_bytes
+        return [
+            Packet(self.spec.prior, fp, encoded.latent_hw, tuple(strings)).to_bytes()
+            for strings in encoded.strings
+        ]
+
+    # ------------------------------------------------------------- the tail
+    def decompress(self, encoded: EncodedBatch) -> Tensor:
+        """Decode per-image strings into the quantised latent (B, C, h, w)."""
+        return self.codec.decompress(encoded.strings, encoded.latent_hw)
+
+    def classify(self, y_hat: Tensor) -> Tensor:
+        """``g_s`` and the rest of the backbone: latent (B, C, h, w) -> logits (B, K)."""
+        return self.backbone_tail(self.decoder(y_hat))
+
+    def packets_to_batch(self, packets: Sequence[bytes]) -> EncodedBatch:
+        """Parse untrusted packets and check they were coded by this model.
+
+        Raises ``PacketError`` for malformed bytes and ``ModelMismatchError`` for packets of
+        another model or latent size.
+        """
+        if not packets:
+            raise InputError("no packets given")
+        expected_hw = self.latent_hw
+        strings = []
+        for i, data in enumerate(packets):
+            packet = parse_packet(data)
+            if packet.prior != self.spec.prior:
+                raise ModelMismatchError(
+                    f"packet {i} was coded with prior {packet.prior!r}, this model uses "
+                    f"{self.spec.prior!r}: send it to a {packet.prior} model"
+                )
+            if packet.fingerprint != self.fingerprint_bytes:
+                raise ModelMismatchError(
+                    f"packet {i} has model fingerprint {packet.fingerprint.hex()}, this model is "
+                    f"{self.fingerprint_bytes.hex()}: the head and the tail must come from the "
+                    "same checkpoint"
+                )
+            if tuple(packet.latent_hw) != expected_hw:
+                raise ModelMismatchError(
+                    f"packet {i} carries a {packet.latent_hw} latent, this model expects "
+                    f"{expected_hw}"
+                )
+            strings.append(list(packet.strings))
+        return EncodedBatch(strings, expected_hw)
+
+    def from_packets(self, packets: Sequence[bytes]) -> Tensor:
+        """Wire packets -> logits (B, K), exactly what a server computes."""
+        with torch.no_grad():
+            return self.classify(self.decompress(self.packets_to_batch(packets)))
+
+    # ---------------------------------------------- differentiable paths
+    def forward_train(
+        self,
+        x: Tensor,
+        quantization: Quantization = "noise",
+        generator: torch.Generator | None = None,
+    ) -> SplitOutput:
+        """Differentiable end to end: logits, latent and likelihoods (training and attacks)."""
+        y = self.analyze(x)
+        codec_out = self.codec.likelihoods(y, quantization, generator)
+        features = self.decoder(codec_out.y_hat)
+        return SplitOutput(self.backbone_tail(features), y, codec_out, features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits (B, K) through the quantised latent (hard rounding; no bytes produced)."""
+        return self.forward_train(x, quantization="round").logits
+
+    def estimate(self, x: Tensor) -> CodecOutput:
+        """Likelihoods of exactly the symbols the coder would send (hard rounding)."""
+        return self.codec.likelihoods(self.analyze(x), "round")
+
+    # ---------------------------------------------------------- identity
+    @property
+    def latent_hw(self) -> tuple[int, int]:
+        """Latent spatial size (h, w) for this model's input size."""
+        if self._latent_hw is None:
+            probe = torch.zeros(1, 3, *self.spec.input_size, device=self.mean.device)
+            with torch.no_grad():
+                self._latent_hw = tuple(self.encoder(probe).shape[-2:])
+        return self._latent_hw
+
+    def prepare_coding(self) -> None:
+        """Build the coder tables and the fingerprint; call after training or loading."""
+        self.codec.update_tables()
+        self._fingerprint = compute_fingerprint(self)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 hex digest of the spec and every learned tensor."""
+        if self._fingerprint is None:
+            raise RuntimeError("call prepare_coding() before coding (loaders do it for you)")
+        return self._fingerprint
+
+    @property
+    def fingerprint_bytes(self) -> bytes:
+        """The first 4 bytes of the fingerprint, carried by every packet."""
+        return bytes.fromhex(self.fingerprint[:8])
+
+    def learned_state(self) -> dict[str, Tensor]:
+        """The state dict without the coder tables (they are rebuilt from the densities)."""
+        return {k: v for k, v in self.state_dict().items() if not k.endswith(CODER_TABLE_SUFFIXES)}
+
+
+def compute_fingerprint(model: SplitClassifier) -> str:
+    """SHA-256 over the spec (JSON) and every learned tensor's name, dtype, shape and bytes."""
+    import json
+
+    h = hashlib.sha256(json.dumps(model.spec.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(model.learned_state().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,1 @@
+"""Rate-distortion training, checkpoints and the default zoo."""

@@ -1,0 +1,141 @@
+"""Checkpoints: ``NAME.safetensors`` (learned tensors) + ``NAME.json`` (spec and metadata).
+
+Nothing is unpickled. Coder tables are not stored: they are rebuilt deterministically from the
+learned densities on load, and the rebuilt model's fingerprint must equal the saved one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from entroguard import __version__
+from entroguard.errors import CheckpointError
+from entroguard.models.registry import build_from_spec
+from entroguard.models.split import SplitClassifier, SplitSpec
+
+FORMAT = "entroguard-split-checkpoint"
+FORMAT_VERSION = 1
+
+
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """``(weights, metadata)`` paths for a checkpoint given by either file or its stem."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def save_checkpoint(model: SplitClassifier, path: str | Path, **metadata: Any) -> Path:
+    """Save ``model`` (after ``prepare_coding``) with JSON-serialisable ``metadata``.
+
+    Returns the weights path. Writes to temporary files first, so a crash never leaves a
+    half-written checkpoint under the final name.
+    """
+    weights, meta_path = checkpoint_paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.learned_state().items()}
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "entroguard_version": __version__,
+        "spec": model.spec.to_dict(),
+        "fingerprint": model.fingerprint,
+        **metadata,
+    }
+    tmp_w, tmp_m = weights.with_suffix(".safetensors.tmp"), meta_path.with_suffix(".json.tmp")
+    save_file(state, str(tmp_w))
+    tmp_m.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    tmp_w.replace(weights)
+    tmp_m.replace(meta_path)
+    return weights
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata of a checkpoint, checked for format."""
+    _, meta_path = checkpoint_paths(path)
+    if not meta_path.is_file():
+        raise CheckpointError(f"checkpoint metadata {meta_path} not found")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{meta_path} is not valid JSON ({exc}); re-save the model") from exc
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path} is not an entroguard checkpoint")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{meta_path} is from a newer entroguard; upgrade entroguard")
+    return meta
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    expect_arch: str | None = None,
+    expect_prior: str | None = None,
+    map_location: str = "cpu",
+) -> SplitClassifier:
+    """Load a checkpoint into a fresh model, ready to code (tables built, fingerprint checked).
+
+    Raises ``CheckpointError`` when the files are missing or corrupt, when the weights do not
+    fit the architecture the metadata names, or when they belong to another model than the one
+    expected.
+    """
+    weights, _ = checkpoint_paths(path)
+    meta = read_metadata(path)
+    spec = SplitSpec.from_dict(meta["spec"])
+    for what, expected, got in (("architecture", expect_arch, spec.arch),
+                                ("prior", expect_prior, spec.prior)):  # fmt: skip
+        if expected is not None and expected != got:
+            raise CheckpointError(
+                f"{weights.name} holds a {got} model but a {expected} {what} was asked for; "
+                "pick the checkpoint of that model (entroguard zoo lists them)"
+            )
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint weights {weights} not found")
+    try:
+        state = load_file(str(weights), device=map_location)
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights} is not a readable safetensors file ({exc})") from exc
+    model = build_from_spec(spec)
+    load_learned_state(model, state, source=weights.name)
+    model.to(map_location).eval()
+    model.prepare_coding()
+    if meta.get("fingerprint") and meta["fingerprint"] != model.fingerprint:
+        raise CheckpointError(
+            f"{weights.name}: rebuilt model fingerprint {model.fingerprint[:8]} differs from the "
+            f"saved {meta['fingerprint'][:8]}; the file was modified or written by another version"
+        )
+    model.metadata = meta  # type: ignore[attr-defined]
+    return model
+
+
+def load_learned_state(model: SplitClassifier, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``state`` into ``model``, with one clear error naming what does not fit."""
+    expected = model.learned_state()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(
+        k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape)
+    )
+    if missing or unexpected or wrong:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            detail.append(
+                f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs "
+                f"{tuple(expected[k].shape)})"
+            )
+        raise CheckpointError(
+            f"{source} does not fit a {model.spec.arch}/{model.spec.prior} model: "
+            + "; ".join(detail)
+            + ". It is a checkpoint of another architecture; load it with the matching --arch"
+        )
+    model.load_state_dict(state, strict=False)
