@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from entroguard import packet as packet_module
 from entroguard.packet import (
     DEFAULT_MAX_PACKET_BYTES,
     MAGIC,
@@ -74,7 +75,7 @@ def _reason(data, **kw) -> str:
 def test_constants():
     assert VERSION == 1 and MAGIC == b"EG" and MAX_LATENT_SIDE == 4096
     assert DEFAULT_MAX_PACKET_BYTES == 4 * 1024 * 1024
-    assert PRIORS == {"fp": 0, "mshp": 1} and STRINGS_PER_PRIOR == {"fp": 1, "mshp": 2}
+    assert PRIORS == {"fp": 0, "mshp": 1} and STRINGS_PER_PRIOR == {"fp": 1, "mshp": 1}
     assert MAX_STRING_BYTES == 2**21 - 1
 
 
@@ -86,10 +87,13 @@ def test_constants():
         ("fp", (1, 1), [127], 14),
         ("fp", (127, 128), [128], 16),
         ("fp", (4096, 4096), [16384], 18),
-        ("mshp", (8, 8), [300, 60], 16),
-        ("mshp", (8, 8), [0, 0], 15),
-        ("mshp", (16, 24), [20000, 200], 18),
-        ("mshp", (3, 4096), [16383, 16384], 19),
+        ("mshp", (8, 8), [360], 15),
+        ("mshp", (8, 8), [0], 14),
+        ("mshp", (1, 1), [127], 14),
+        ("mshp", (127, 128), [128], 16),
+        ("mshp", (16, 24), [20000], 16),
+        ("mshp", (3, 4096), [16384], 17),
+        ("mshp", (4096, 4096), [16383], 17),
     ],
 )
 def test_round_trip_and_exact_header_size(prior, hw, lengths, header):
@@ -106,21 +110,38 @@ def test_round_trip_and_exact_header_size(prior, hw, lengths, header):
     assert parse_packet(memoryview(data)) == p
 
 
-def test_typical_headers_are_compact():
-    fp = Packet("fp", FP, (8, 8), (b"\xaa" * 300,))
-    mshp = Packet("mshp", FP, (8, 8), (b"\xaa" * 300, b"\xbb" * 60))
-    assert fp.header_bytes == 15 <= 16
-    assert mshp.header_bytes == 16
-    assert len(fp.to_bytes()) == 315 and len(mshp.to_bytes()) == 376
+@pytest.mark.parametrize("prior", sorted(PRIORS))
+def test_typical_headers_are_compact(prior):
+    # one string per prior; "mshp" codes z then y into that single stream
+    p = Packet(prior, FP, (8, 8), (b"\xbb" * 60 + b"\xaa" * 300,))
+    assert p.header_bytes == 15
+    assert len(p.to_bytes()) == 375
+    for n in (128, 300, 16383):  # a 2-byte length varint: 15-byte header for an 8x8 latent
+        assert header_size(prior, (8, 8), [n]) == 15
+    assert header_size(prior, (8, 8), [127]) == 14
+    assert header_size(prior, (8, 8), [16384]) == 16
 
 
-def test_largest_header():
-    lengths = [MAX_STRING_BYTES, MAX_STRING_BYTES]
-    assert header_size("mshp", (MAX_LATENT_SIDE, MAX_LATENT_SIDE), lengths) == 11 + 2 + 2 + 6
+@pytest.mark.parametrize("prior", sorted(PRIORS))
+def test_largest_header(prior):
+    hw = (MAX_LATENT_SIDE, MAX_LATENT_SIDE)
+    assert header_size(prior, hw, [MAX_STRING_BYTES]) == 11 + 2 + 2 + 3
+
+
+def test_multi_string_machinery_kept_for_future_priors(monkeypatch):
+    # One varint length per string: a prior declaring two strings round-trips with both.
+    monkeypatch.setitem(packet_module.STRINGS_PER_PRIOR, "mshp", 2)
+    p = Packet("mshp", FP, (8, 8), (b"a" * 300, b"b" * 60))
+    assert p.header_bytes == 16 == header_size("mshp", (8, 8), [300, 60])
+    data = p.to_bytes()
+    assert len(data) == 376 and parse_packet(data) == p
+    with pytest.raises(ValueError):
+        Packet("mshp", FP, (8, 8), (b"a",))
+    assert _reason(data[:-1]) == "length_mismatch"
 
 
 def test_exotic_buffers_parse():
-    p = Packet("mshp", FP, (5, 9), (b"hello", b"z"))
+    p = Packet("mshp", FP, (5, 9), (b"zhello",))
     data = p.to_bytes()
     assert parse_packet(memoryview(array.array("B", data))) == p
     assert parse_packet(memoryview(data + data)[: len(data)]) == p
@@ -147,7 +168,10 @@ def test_packet_normalises_fields():
         dict(prior="hp", fingerprint=FP, latent_hw=(8, 8), strings=(b"",)),
         dict(prior=0, fingerprint=FP, latent_hw=(8, 8), strings=(b"",)),
         dict(prior="fp", fingerprint=FP, latent_hw=(8, 8), strings=(b"", b"")),
-        dict(prior="mshp", fingerprint=FP, latent_hw=(8, 8), strings=(b"",)),
+        dict(prior="fp", fingerprint=FP, latent_hw=(8, 8), strings=()),
+        dict(prior="mshp", fingerprint=FP, latent_hw=(8, 8), strings=(b"y", b"z")),
+        dict(prior="mshp", fingerprint=FP, latent_hw=(8, 8), strings=()),
+        dict(prior="mshp", fingerprint=FP, latent_hw=(8, 8), strings=b"abc"),
         dict(prior="fp", fingerprint=FP, latent_hw=(8, 8), strings=b"abc"),
         dict(prior="fp", fingerprint=FP, latent_hw=(8, 8), strings=("abc",)),
         dict(prior="fp", fingerprint=b"abc", latent_hw=(8, 8), strings=(b"",)),
@@ -159,6 +183,9 @@ def test_packet_normalises_fields():
         dict(prior="fp", fingerprint=FP, latent_hw=(8.0, 8), strings=(b"",)),
         dict(prior="fp", fingerprint=FP, latent_hw=(True, 8), strings=(b"",)),
         dict(prior="fp", fingerprint=FP, latent_hw=(8, 8), strings=(bytes(MAX_STRING_BYTES + 1),)),
+        dict(
+            prior="mshp", fingerprint=FP, latent_hw=(8, 8), strings=(bytes(MAX_STRING_BYTES + 1),)
+        ),
     ],
 )
 def test_packet_validation(kwargs):
@@ -169,6 +196,10 @@ def test_packet_validation(kwargs):
 def test_header_size_validation():
     with pytest.raises(ValueError):
         header_size("fp", (8, 8), [1, 2])
+    with pytest.raises(ValueError):
+        header_size("mshp", (8, 8), [300, 60])
+    with pytest.raises(ValueError):
+        header_size("mshp", (8, 8), [])
     with pytest.raises(ValueError):
         header_size("xx", (8, 8), [1])
     with pytest.raises(ValueError):
@@ -201,7 +232,8 @@ def test_bad_max_bytes_is_value_error():
 
 
 def _good(prior: str = "fp") -> bytes:
-    strings = (b"y" * 300,) if prior == "fp" else (b"y" * 300, b"z" * 60)
+    # one string for both priors; for "mshp" it is one stream with the z symbols first, then y
+    strings = (b"y" * 300,) if prior == "fp" else (b"z" * 60 + b"y" * 300,)
     return Packet(prior, FP, (8, 8), strings).to_bytes()
 
 
@@ -225,9 +257,10 @@ def test_reason_truncated():
     assert _reason(data[:2]) == "truncated"  # magic only
     assert _reason(data[:10]) == "truncated"  # inside fixed header
     assert _reason(data[:11]) == "truncated"  # no latent height varint
-    assert _reason(data[:13]) == "truncated"  # no string length varints
-    assert _reason(data[:14]) == "truncated"  # y length varint is 2 bytes (300), cut mid-way
+    assert _reason(data[:13]) == "truncated"  # no string length varint
+    assert _reason(data[:14]) == "truncated"  # length varint is 2 bytes (360), cut mid-way
     assert _reason(_raw(b"\x08\x08\x80")) == "truncated"  # varint continues past the end
+    assert _reason(_raw(b"\x08\x08\x80", prior_id=1)) == "truncated"
 
 
 def test_reason_bad_magic():
@@ -269,8 +302,13 @@ def test_reason_bad_shape(hw):
 def test_reason_length_mismatch():
     assert _reason(_good() + b"\x00") == "length_mismatch"  # trailing byte
     assert _reason(_good()[:-1]) == "length_mismatch"  # missing byte
-    assert _reason(_good("mshp")[:-60]) == "length_mismatch"  # z string dropped
+    assert _reason(_good("mshp") + b"\x00") == "length_mismatch"
+    assert _reason(_good("mshp")[:-60]) == "length_mismatch"  # tail of the z+y stream dropped
     assert _reason(_raw(b"\x08\x08\x05" + b"abcd")) == "length_mismatch"
+    assert _reason(_raw(b"\x08\x08\x05" + b"abcd", prior_id=1)) == "length_mismatch"
+    # old two-string "mshp" layout (y length 3, z length 1, then y, z): the second length
+    # varint now counts as payload, so the declared single string does not fit
+    assert _reason(_raw(b"\x08\x08\x03\x01" + b"yyyz", prior_id=1)) == "length_mismatch"
 
 
 def test_reason_checksum():
@@ -289,9 +327,10 @@ def test_fingerprint_is_not_checksummed_but_returned():
     assert parse_packet(bytes(data)).fingerprint == b"\xde\xad\xbe\xef"
 
 
-def test_huge_declared_length_fails_fast_without_allocating():
+@pytest.mark.parametrize("prior", sorted(PRIORS))
+def test_huge_declared_length_fails_fast_without_allocating(prior):
     body = b"\x08\x08" + _varint(2**21 - 1)  # claims a ~2 MiB string ...
-    data = _raw(body + bytes(20 - 11 - len(body)))  # ... in a 20-byte packet
+    data = _raw(body + bytes(20 - 11 - len(body)), prior_id=PRIORS[prior])  # ... in 20 bytes
     assert len(data) == 20
     tracemalloc.start()
     try:
@@ -301,8 +340,6 @@ def test_huge_declared_length_fails_fast_without_allocating():
     finally:
         tracemalloc.stop()
     assert peak < 256 * 1024  # far below the 2 MiB the length field claims
-    mshp = _raw(b"\x08\x08" + _varint(2**21 - 1) + _varint(2**21 - 1), prior_id=1)
-    assert _reason(mshp) == "length_mismatch"
 
 
 # --------------------------------------------------------------------------- fuzzing
@@ -338,12 +375,12 @@ def test_fuzz_random_bodies_after_valid_prefix(kind_byte, body, reseal):
 
 
 packets = st.builds(
-    lambda prior, h, w, ys, zs: Packet(prior, FP, (h, w), (ys,) if prior == "fp" else (ys, zs)),
+    # one string per prior ("mshp": a single stream, z symbols first, then y)
+    lambda prior, h, w, s: Packet(prior, FP, (h, w), (s,)),
     st.sampled_from(sorted(PRIORS)),
     st.integers(1, MAX_LATENT_SIDE),
     st.integers(1, MAX_LATENT_SIDE),
-    st.binary(max_size=300),
-    st.binary(max_size=200),
+    st.binary(max_size=500),
 )
 
 

@@ -14,12 +14,17 @@ encoding only, so values are 0 .. 2**21 - 1)::
     11      1-3   latent height (varint, 1 .. MAX_LATENT_SIDE)
     .       1-3   latent width  (varint, 1 .. MAX_LATENT_SIDE)
     .       1-3   length in bytes of each string (varint), STRINGS_PER_PRIOR[prior] of them
-    .       ...   the strings, concatenated in order (y string first, then z for "mshp")
+    .       ...   the strings, concatenated in order
+
+Both priors currently carry exactly one coder string: "fp" the rANS string of the latent y;
+"mshp" a single rANS stream per image holding the hyper-latent z symbols first, then y. The
+per-string length list is kept so a future prior can carry several strings.
 
 The total length must be exactly header + sum(lengths). Because varints must be minimal, the
 encoding is canonical: a byte string that parses re-encodes to exactly the same bytes.
-A typical "fp" packet (8x8 latent, one string < 16 KiB) has a 15-byte header (16 for "mshp"
-with a z string < 128 bytes); the largest possible header is 23 bytes.
+A typical packet of either prior (8x8 latent, one string of 128 .. 16383 bytes) has a 15-byte
+header; the largest possible header (4096x4096 latent, a string of at least 2**14 bytes) is
+18 bytes.
 """
 
 from __future__ import annotations
@@ -55,8 +60,8 @@ DEFAULT_MAX_PACKET_BYTES: int = 1 << 22
 """Default upper bound on a whole packet, in bytes (4 MiB)."""
 PRIORS: dict[str, int] = {"fp": 0, "mshp": 1}
 """Prior name -> prior id (low nibble of byte 2)."""
-STRINGS_PER_PRIOR: dict[str, int] = {"fp": 1, "mshp": 2}
-"""Number of coder strings each prior carries ("fp": y; "mshp": y then z)."""
+STRINGS_PER_PRIOR: dict[str, int] = {"fp": 1, "mshp": 1}
+"""Number of coder strings each prior carries ("fp": y; "mshp": one stream, z then y)."""
 FINGERPRINT_BYTES: int = 4
 """Size of the fingerprint field, in bytes."""
 
@@ -161,7 +166,7 @@ def _check_lengths(prior: str, lengths: Sequence[int]) -> None:
     if len(lengths) != expected:
         raise ValueError(
             f"prior {prior!r} carries {expected} string(s), got {len(lengths)}: "
-            "pass the y string (and the z string for 'mshp') in that order"
+            "pass the coder strings of the prior in order (one string for 'fp' and 'mshp')"
         )
     for i, n in enumerate(lengths):
         if not _is_int(n) or not 0 <= n <= MAX_STRING_BYTES:
@@ -198,7 +203,8 @@ class Packet:
         prior: entropy model, "fp" (factorized prior) or "mshp" (mean-scale hyperprior).
         fingerprint: exactly 4 bytes identifying the model (opaque here).
         latent_hw: latent spatial size (H, W) in latent elements, each 1..MAX_LATENT_SIDE.
-        strings: coder output, y string first (then the z string for "mshp");
+        strings: coder output, STRINGS_PER_PRIOR[prior] strings in order (one for both
+            priors: the y string for "fp"; for "mshp" one stream with z first, then y);
             each at most MAX_STRING_BYTES bytes.
 
     Bytes-like fields are normalised to ``bytes`` and sequences to tuples. Invalid values

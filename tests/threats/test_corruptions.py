@@ -48,19 +48,21 @@ def big() -> torch.Tensor:
 
 
 def _check_output(out: torch.Tensor, images: torch.Tensor) -> None:
+    # numpy checks: torch reductions are slow on a busy 2-core machine (thread-pool wake-ups)
     assert out.shape == images.shape
     assert out.dtype == images.dtype
     assert out.device == images.device
-    assert torch.isfinite(out).all()
-    assert out.min() >= 0 and out.max() <= 1
-    # 8-bit outputs, as in ImageNet-C
-    levels = out.double() * 255
-    assert torch.allclose(levels, levels.round(), atol=1e-3)
+    values = out.float().numpy()
+    assert np.isfinite(values).all()
+    assert values.min() >= 0 and values.max() <= 1
+    levels = values.astype(np.float64) * 255  # 8-bit outputs, as in ImageNet-C
+    np.testing.assert_allclose(levels, np.rint(levels), atol=1e-3)
 
 
 def _differs_per_image(out: torch.Tensor, images: torch.Tensor) -> bool:
-    quantised = (images * 255).round() / 255
-    return all(not torch.equal(o, q) for o, q in zip(out, quantised, strict=True))
+    quantised = np.rint(images.numpy() * 255).astype(np.uint8)
+    result = np.rint(out.float().numpy() * 255).astype(np.uint8)
+    return all(not np.array_equal(o, q) for o, q in zip(result, quantised, strict=True))
 
 
 # ------------------------------------------------------------------------- names

@@ -1,0 +1,225 @@
+"""The contract every attack follows, and the PGD loop the gradient attacks share.
+
+``attack(model, images, labels=None, generator=None) -> adversarial images``
+
+* images in and out are float tensors (B, 3, H, W) in [0, 1]; normalisation is inside the model;
+* the whole batch is attacked at once;
+* every random draw (random start, noise copies, sign patterns) comes from ``generator``; when
+  it is ``None`` a fresh generator seeded with 0 is used, so a call is reproducible and the
+  global random state is never read or changed;
+* during the call the model is in eval mode with ``requires_grad`` off on every parameter, and
+  gradients are taken with :func:`torch.autograd.grad` with respect to the input only: nothing
+  is ever accumulated into a parameter's ``.grad``. Each module's mode and each parameter's
+  ``requires_grad`` are restored afterwards, also when the attack raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from entroguard.errors import InputError
+from entroguard.threats.attacks.projection import (
+    Norm,
+    ascent_step,
+    check_norm,
+    project,
+    random_start,
+)
+
+
+@contextlib.contextmanager
+def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode with frozen parameters; restore both on exit.
+
+    The mode is restored module by module (a model with some sub-modules deliberately in eval
+    mode keeps them so), and so is each parameter's ``requires_grad``.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.training = mode
+
+
+def check_attack_inputs(images: Tensor, labels: Tensor | None, needs_labels: bool) -> None:
+    """Raise ``InputError`` unless ``images`` is a float (B, C, H, W) batch in [0, 1] and
+    ``labels`` (when given or needed) is an integer tensor of shape (B,)."""
+    if not isinstance(images, Tensor):
+        raise InputError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() != 4:
+        raise InputError(
+            f"images must be a batch (B, 3, H, W), got shape {tuple(images.shape)}"
+            + ("; add a batch dimension with x.unsqueeze(0)" if images.dim() == 3 else "")
+        )
+    if not images.is_floating_point():
+        raise InputError(f"images must be float in [0, 1], got {images.dtype}: divide by 255")
+    if images.numel() and (images.min() < 0 or images.max() > 1):
+        raise InputError(
+            f"images must be in [0, 1], got values in [{images.min():.3g}, {images.max():.3g}]; "
+            "do not normalise them, the model does"
+        )
+    if labels is None:
+        if needs_labels:
+            raise InputError("this attack needs the true labels: pass labels=(B,) int64 tensor")
+        return
+    if not isinstance(labels, Tensor) or labels.shape != images.shape[:1]:
+        shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        raise InputError(f"labels must be a tensor of shape ({images.shape[0]},), got {shape}")
+    if labels.is_floating_point() or labels.is_complex():
+        raise InputError(f"labels must be integer class indices, got {labels.dtype}")
+
+
+def resolve_generator(generator: torch.Generator | None, images: Tensor) -> torch.Generator:
+    """``generator``, checked to live on the images' device, or a fresh one seeded with 0."""
+    if generator is None:
+        return torch.Generator(device=images.device).manual_seed(0)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if generator.device.type != images.device.type:
+        raise ValueError(
+            f"generator is on {generator.device} but the images are on {images.device}: "
+            f"create it with torch.Generator(device={str(images.device)!r})"
+        )
+    return generator
+
+
+def _format(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else repr(value)
+
+
+class Attack(ABC):
+    """Base class: validation, frozen eval mode, reproducible randomness, ``__repr__``.
+
+    Subclasses set ``name`` (the key in ``ATTACKS``), ``needs_labels``, store their
+    hyper-parameters as attributes listed in ``hparams`` and implement :meth:`perturb`.
+    """
+
+    name: str = ""
+    needs_labels: bool = False
+    hparams: tuple[str, ...] = ("eps",)
+
+    def __init__(self, eps: float) -> None:
+        eps = float(eps)
+        if not eps >= 0.0:
+            raise ValueError(f"eps must be >= 0 (in [0, 1] pixel units, e.g. 8/255), got {eps}")
+        self.eps = eps
+
+    def __call__(
+        self,
+        model: nn.Module,
+        images: Tensor,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Attack ``images`` (B, 3, H, W) in [0, 1]; returns adversarial images of the same
+        shape, dtype and device, in [0, 1] and within the budget of each clean image."""
+        check_attack_inputs(images, labels, self.needs_labels)
+        generator = resolve_generator(generator, images)
+        images = images.detach()
+        with frozen_eval(model), torch.enable_grad():
+            adv = self.perturb(model, images, labels, generator)
+        return adv.detach()
+
+    @abstractmethod
+    def perturb(
+        self,
+        model: nn.Module,
+        images: Tensor,
+        labels: Tensor | None,
+        generator: torch.Generator,
+    ) -> Tensor:
+        """The attack proper; ``model`` is already frozen in eval mode, inputs are checked."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={_format(getattr(self, k))}" for k in self.hparams)
+        return f"{type(self).__name__}({args})"
+
+
+class PGDAttack(Attack):
+    """Projected gradient ascent on a loss of the model's output (Madry et al. 2018).
+
+    Each of ``steps`` iterations takes the gradient of :meth:`loss` with respect to the input
+    only, moves ``alpha = step_size * eps`` along it (sign for ``"linf"``, unit-L2 direction
+    per image for ``"l2"``) and projects back onto the budget and [0, 1]. Subclasses define the
+    loss; it must be a sum or mean of per-image terms so that images do not interact.
+
+    Args:
+        eps: budget in [0, 1] pixel units (L-infinity bound or L2 radius per image).
+        steps: ascent steps.
+        step_size: step length as a fraction of ``eps``.
+        norm: ``"linf"`` or ``"l2"``.
+        random_start: start from a random point of the budget (drawn from the generator)
+            instead of the clean images.
+    """
+
+    hparams: tuple[str, ...] = ("eps", "steps", "step_size", "norm", "random_start")
+
+    def __init__(
+        self,
+        eps: float,
+        steps: int = 20,
+        step_size: float = 0.1,
+        norm: Norm = "linf",
+        random_start: bool = False,
+    ) -> None:
+        super().__init__(eps)
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps}")
+        if not step_size > 0:
+            raise ValueError(f"step_size must be > 0 (a fraction of eps), got {step_size}")
+        self.steps = int(steps)
+        self.step_size = float(step_size)
+        self.norm = check_norm(norm)
+        self.random_start = bool(random_start)
+
+    @property
+    def alpha(self) -> float:
+        """Step length in [0, 1] pixel units: ``step_size * eps``."""
+        return self.step_size * self.eps
+
+    @abstractmethod
+    def loss(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        labels: Tensor | None,
+        generator: torch.Generator,
+    ) -> Tensor:
+        """Scalar loss to maximise at ``x`` (B, 3, H, W); differentiable with respect to ``x``."""
+
+    def transform_gradient(self, grad: Tensor) -> Tensor:
+        """Hook for adaptive attacks (e.g. keep only low frequencies); identity here."""
+        return grad
+
+    def perturb(
+        self,
+        model: nn.Module,
+        images: Tensor,
+        labels: Tensor | None,
+        generator: torch.Generator,
+    ) -> Tensor:
+        if self.eps == 0.0:
+            return images.clone()
+        if self.random_start:
+            x_adv = random_start(images, self.eps, self.norm, generator)
+        else:
+            x_adv = images.clone()
+        for _ in range(self.steps):
+            x_adv.requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.loss(model, x_adv, labels, generator), x_adv)
+            step = ascent_step(self.transform_gradient(grad), self.alpha, self.norm)
+            x_adv = project(x_adv.detach() + step, images, self.eps, self.norm)
+        return x_adv
