@@ -70,6 +70,17 @@ def test_broken_files_are_one_clear_error(tmp_path, damage):
         load_checkpoint(path)
 
 
+def test_dotted_names_keep_their_dots(tmp_path):
+    """``beta0.01`` must not lose ``.01`` to a suffix rule (it once overwrote other betas)."""
+    a = save_checkpoint(seeded_model("resnet_s", "fp"), tmp_path / "m-beta0.01")
+    b = save_checkpoint(seeded_model("resnet_s", "fp", seed=1), tmp_path / "m-beta0.04")
+    assert a.name == "m-beta0.01.safetensors" and b.name == "m-beta0.04.safetensors"
+    assert load_checkpoint(a).fingerprint != load_checkpoint(b).fingerprint
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "m-beta0.01.json", "m-beta0.01.safetensors", "m-beta0.04.json", "m-beta0.04.safetensors"
+    ]  # fmt: skip
+
+
 def test_missing_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nothing.safetensors")

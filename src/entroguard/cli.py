@@ -115,5 +115,72 @@ def zoo_cmd(
     typer.echo(format_table(rows, cols))
 
 
+@app.command()
+def campaign(
+    config: Annotated[Path, typer.Argument(help="Campaign YAML (see entroguard.campaign.config).")],
+    out: Annotated[Path, typer.Option(help="Output folder (results.sqlite, results.csv).")],
+    zoo_dir: Annotated[
+        Path | None, typer.Option(help="Folder of zoo checkpoints (default: shipped).")
+    ] = None,
+    report: Annotated[bool, typer.Option(help="Also write report.html.")] = True,
+) -> None:
+    """Run a resumable campaign grid; rerun the same command to continue after a crash."""
+    from entroguard.campaign import load_config, run_campaign
+
+    try:
+        cfg = load_config(config)
+        csv_path = run_campaign(cfg, out, zoo_dir=zoo_dir)
+    except (EntroguardError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(f"results: {csv_path} and {out / 'results.sqlite'}")
+    if report:
+        _write_report(out)
+
+
+@app.command("report")
+def report_cmd(
+    out: Annotated[Path, typer.Argument(help="A campaign folder holding results.sqlite.")],
+) -> None:
+    """Write OUT/report.html (self-contained, figures embedded) from a campaign's results."""
+    _write_report(out)
+
+
+def _write_report(out: Path) -> None:
+    from entroguard.report.html import write_report
+
+    try:
+        path = write_report(out)
+    except (EntroguardError, FileNotFoundError) as exc:
+        _fail(exc)
+    typer.echo(f"report: {path}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("demo-out"),
+    n_images: Annotated[
+        int | None, typer.Option(help="Override the number of test images.")
+    ] = None,
+    zoo_dir: Annotated[
+        Path | None, typer.Option(help="Folder of zoo checkpoints (default: shipped).")
+    ] = None,
+) -> None:
+    """The main job on the embedded default: the zoo under corruptions and attacks, a report."""
+    import time
+
+    from entroguard.campaign import run_campaign
+    from entroguard.campaign.demo import demo_config, print_summary
+
+    t0 = time.perf_counter()
+    try:
+        cfg = demo_config(n_images)
+        run_campaign(cfg, out, zoo_dir=zoo_dir)
+        print_summary(out)
+    except (EntroguardError, ValueError) as exc:
+        _fail(exc)
+    _write_report(out)
+    typer.echo(f"demo finished in {time.perf_counter() - t0:.0f} s; open {out / 'report.html'}")
+
+
 def main() -> None:
     app()

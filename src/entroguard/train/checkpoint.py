@@ -26,8 +26,11 @@ FORMAT_VERSION = 1
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     """``(weights, metadata)`` paths for a checkpoint given by either file or its stem."""
     path = Path(path)
-    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
-    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    stem = str(path)
+    for suffix in (".safetensors", ".json"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+    return Path(stem + ".safetensors"), Path(stem + ".json")
 
 
 def save_checkpoint(model: SplitClassifier, path: str | Path, **metadata: Any) -> Path:
@@ -47,7 +50,7 @@ def save_checkpoint(model: SplitClassifier, path: str | Path, **metadata: Any) -
         "fingerprint": model.fingerprint,
         **metadata,
     }
-    tmp_w, tmp_m = weights.with_suffix(".safetensors.tmp"), meta_path.with_suffix(".json.tmp")
+    tmp_w, tmp_m = Path(f"{weights}.tmp"), Path(f"{meta_path}.tmp")
     save_file(state, str(tmp_w))
     tmp_m.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     tmp_w.replace(weights)

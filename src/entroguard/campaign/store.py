@@ -1,0 +1,137 @@
+"""Results in SQLite: one row per condition, one row per image per condition.
+
+A condition's summary and its per-image rows are written in one transaction, so a campaign
+killed at any moment leaves only whole conditions behind; a rerun skips them and never
+writes a duplicate (the condition key is the primary key).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from entroguard.measure import Measurement
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conditions (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL, arch TEXT NOT NULL, prior TEXT NOT NULL, beta REAL,
+    threat TEXT NOT NULL, strength REAL NOT NULL, defense TEXT NOT NULL,
+    params TEXT NOT NULL,
+    n INTEGER NOT NULL, top1 REAL NOT NULL,
+    est_bytes REAL NOT NULL, payload_bytes REAL NOT NULL, packet_bytes REAL NOT NULL,
+    seconds REAL NOT NULL, finished_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS images (
+    key TEXT NOT NULL REFERENCES conditions(key),
+    image INTEGER NOT NULL,
+    est_bytes REAL NOT NULL, payload_bytes INTEGER NOT NULL, packet_bytes INTEGER NOT NULL,
+    correct INTEGER NOT NULL, predicted INTEGER NOT NULL,
+    PRIMARY KEY (key, image)
+);
+"""
+
+
+@dataclass(frozen=True)
+class ConditionId:
+    """Identity of one measured condition."""
+
+    model: str
+    threat: str
+    strength: float
+    defense: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}|{self.threat}|{self.strength:g}|{self.defense}"
+
+
+class ResultStore:
+    """The campaign's ``results.sqlite``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path))
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def done_keys(self) -> set[str]:
+        """Keys of the conditions already measured."""
+        return {row[0] for row in self.db.execute("SELECT key FROM conditions")}
+
+    def add(
+        self,
+        cid: ConditionId,
+        model_info: dict,
+        params: str,
+        indices: np.ndarray,
+        result: Measurement,
+        seconds: float,
+    ) -> None:
+        """Write one condition (summary + per-image rows) atomically."""
+        s = result.summary()
+        with self.db:
+            self.db.execute(
+                "INSERT INTO conditions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    cid.key, cid.model, model_info["arch"], model_info["prior"],
+                    model_info.get("beta"), cid.threat, cid.strength, cid.defense, params,
+                    s["n"], s["top1"], s["est_bytes"], s["payload_bytes"], s["packet_bytes"],
+                    seconds, time.time(),
+                ),
+            )  # fmt: skip
+            self.db.executemany(
+                "INSERT INTO images VALUES (?,?,?,?,?,?,?)",
+                zip(
+                    [cid.key] * result.n,
+                    indices.tolist(),
+                    result.est_bytes.tolist(),
+                    result.payload_bytes.tolist(),
+                    result.packet_bytes.tolist(),
+                    result.correct.astype(int).tolist(),
+                    result.predicted.tolist(),
+                    strict=True,
+                ),
+            )
+
+    def conditions(self) -> list[dict]:
+        """Every condition row as a dict, in insertion order."""
+        cur = self.db.execute("SELECT * FROM conditions ORDER BY rowid")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur]
+
+    def per_image(self, key: str) -> dict[str, np.ndarray]:
+        """Per-image arrays of one condition, ordered by image index."""
+        rows = self.db.execute(
+            "SELECT image, est_bytes, payload_bytes, packet_bytes, correct FROM images "
+            "WHERE key = ? ORDER BY image",
+            (key,),
+        ).fetchall()
+        arr = np.array(rows, dtype=np.float64).reshape(-1, 5)
+        return {
+            "image": arr[:, 0].astype(np.int64),
+            "est_bytes": arr[:, 1],
+            "payload_bytes": arr[:, 2],
+            "packet_bytes": arr[:, 3],
+            "correct": arr[:, 4],
+        }
+
+    def iter_per_image(self, keys: Iterable[str]) -> Iterable[tuple[str, dict[str, np.ndarray]]]:
+        for key in keys:
+            yield key, self.per_image(key)

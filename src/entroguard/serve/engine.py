@@ -1,0 +1,177 @@
+"""What the server does with packets: parse, guard, check and decode, run the tail, rank.
+
+No HTTP here: :class:`TailEngine` takes packet bytes and returns plain dicts, raising
+:class:`~entroguard.serve.errors.ServeError` for anything it refuses. It is synchronous and
+meant to run in a worker thread; the model is only read, never changed, after construction.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from entroguard.errors import InputError, ModelMismatchError
+from entroguard.models.split import EncodedBatch, SplitClassifier
+from entroguard.packet import PacketError, parse_packet
+from entroguard.serve.bitstream import BitstreamError, harden_decoder, is_hardened
+from entroguard.serve.errors import ServeError
+from entroguard.serve.guard import GuardDecision, RateGuard
+
+DEFAULT_TOP_K = 5
+
+
+@dataclass
+class InferOutcome:
+    """One request's answer and what the server measured.
+
+    Attributes:
+        results: one dict per packet: predicted class, top-k, sizes, guard verdict.
+        decisions: the guard verdict per packet.
+        decode_s: checking + entropy decoding time, seconds.
+        tail_s: tail (``g_s`` + backbone) time, seconds.
+    """
+
+    results: list[dict]
+    decisions: list[GuardDecision]
+    decode_s: float
+    tail_s: float
+
+
+class TailEngine:
+    """The server half of a split model, behind the rate guard.
+
+    Args:
+        model: the split model (its head is never used); put in eval mode and hardened so
+            that corrupt coder strings are rejected instead of crashing the decoder.
+        guard: the rate guard scoring each packet's payload.
+        classes: class names, index = class id (None: names are the ids as strings).
+        max_packet_bytes: largest single packet accepted, bytes.
+        model_lock: if True, one request uses the model at a time (fewer, larger bursts of
+            CPU; the default), else requests run the model concurrently.
+    """
+
+    def __init__(
+        self,
+        model: SplitClassifier,
+        guard: RateGuard,
+        *,
+        classes: Sequence[str] | None = None,
+        max_packet_bytes: int = 1 << 20,
+        model_lock: bool = True,
+    ) -> None:
+        self.model = model.eval()
+        harden_decoder(self.model)
+        if not is_hardened(self.model):
+            raise RuntimeError("could not put checks in front of every decoder of this model")
+        self.guard = guard
+        k = model.spec.num_classes
+        self.classes = list(classes) if classes is not None else [str(i) for i in range(k)]
+        if len(self.classes) != k:
+            raise ValueError(f"{len(self.classes)} class names for a {k}-class model")
+        self.max_packet_bytes = int(max_packet_bytes)
+        self._lock = threading.Lock() if model_lock else None
+        _ = model.latent_hw  # computed once here, not concurrently in requests
+
+    def parse(self, packets: Sequence[bytes]) -> EncodedBatch:
+        """Parse untrusted packets and check they belong to this model (400 / 409 / 413)."""
+        strings: list[list[bytes]] = []
+        latent_hw = self.model.latent_hw
+        for i, data in enumerate(packets):
+            try:
+                parse_packet(data, max_bytes=self.max_packet_bytes)  # the size limit first
+                batch = self.model.packets_to_batch([data])
+            except PacketError as exc:
+                raise ServeError(exc.reason, _nth(i, len(packets), str(exc))) from None
+            except ModelMismatchError as exc:
+                raise ServeError("model_mismatch", _nth(i, len(packets), str(exc))) from None
+            except InputError as exc:
+                raise ServeError("bad_batch", _nth(i, len(packets), str(exc))) from None
+            strings.extend(batch.strings)
+        return EncodedBatch(strings, latent_hw)
+
+    def judge(self, encoded: EncodedBatch) -> list[GuardDecision]:
+        """The guard's verdict on every packet; 422 ``rate_anomaly`` if any is refused."""
+        decisions = [self.guard.score(n) for n in encoded.payload_bytes()]
+        refused = [i for i, d in enumerate(decisions) if d.decision == "refuse"]
+        if refused:
+            d = decisions[refused[0]]
+            raise _RateAnomaly(decisions, refused, d)
+        return decisions
+
+    def infer(self, packets: Sequence[bytes], top_k: int = DEFAULT_TOP_K) -> InferOutcome:
+        """Classify ``packets`` (1 or more); raises :class:`ServeError` for refused input."""
+        if not packets:
+            raise ServeError("empty", "no packet in the request")
+        top_k = max(1, min(int(top_k), len(self.classes)))
+        encoded = self.parse(packets)
+        decisions = self.judge(encoded)
+        if self._lock is None:
+            return self._run(encoded, decisions, top_k)
+        with self._lock:
+            return self._run(encoded, decisions, top_k)
+
+    @torch.no_grad()
+    def _run(
+        self, encoded: EncodedBatch, decisions: list[GuardDecision], top_k: int
+    ) -> InferOutcome:
+        t0 = time.perf_counter()
+        try:
+            y_hat = self.model.decompress(encoded)
+        except BitstreamError as exc:
+            raise ServeError(
+                "undecodable", f"the coder payload cannot be decoded by this model: {exc}"
+            ) from None
+        t1 = time.perf_counter()
+        logits = self.model.classify(y_hat)
+        t2 = time.perf_counter()
+        if not torch.isfinite(logits).all():
+            raise ServeError(
+                "undecodable",
+                "the payload decodes to a latent the model cannot classify (non-finite "
+                "output): it was not produced by this model's head",
+            )
+        probs = torch.softmax(logits.double(), dim=1)
+        top_p, top_i = probs.topk(top_k, dim=1)
+        sizes = encoded.payload_bytes()
+        results = []
+        for row in range(len(sizes)):
+            ids = top_i[row].tolist()
+            ps = top_p[row].tolist()
+            results.append(
+                {
+                    "index": row,
+                    "predicted": ids[0],
+                    "label": self.classes[ids[0]],
+                    "top_k": [
+                        {"class": c, "label": self.classes[c], "prob": round(p, 6)}
+                        for c, p in zip(ids, ps)
+                    ],
+                    "payload_bytes": sizes[row],
+                    "guard": decisions[row].to_dict(),
+                }
+            )
+        return InferOutcome(results, decisions, t1 - t0, t2 - t1)
+
+
+class _RateAnomaly(ServeError):
+    """422 ``rate_anomaly``, keeping the verdicts for metrics and logs."""
+
+    def __init__(self, decisions: list[GuardDecision], refused: list[int], first: GuardDecision):
+        which = f"packet {refused[0]}" if len(decisions) > 1 else "the packet"
+        more = f" ({len(refused)} of {len(decisions)} packets)" if len(refused) > 1 else ""
+        super().__init__(
+            "rate_anomaly",
+            f"{which} carries {first.payload_bytes} payload bytes, over the rate guard's "
+            f"{first.threshold_bytes:.0f}-byte threshold for this model{more}: such packets are "
+            "far above clean images; check the device for tampered inputs",
+        )
+        self.decisions = decisions
+        self.refused = refused
+
+
+def _nth(i: int, n: int, message: str) -> str:
+    return f"packet {i}: {message}" if n > 1 else message
