@@ -95,14 +95,27 @@ def _train_one(arch, prior, beta, epochs, train_set, test_set, out, teacher, dis
 @app.command("zoo")
 def zoo_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    remeasure: Annotated[
+        bool, typer.Option(help="Measure every model again on its test set and save it.")
+    ] = False,
     zoo_dir: Annotated[
         Path | None, typer.Option(help="Folder of checkpoints (default: the shipped zoo).")
     ] = None,
 ) -> None:
-    """List the trained models with their measured test accuracy and sizes."""
-    from entroguard.train.zoo import list_zoo
+    """List the trained models with their test accuracy and sizes (measured through real
+    encoding and decoding of the full test set; --remeasure measures them again now)."""
+    from entroguard.train.zoo import annotate_measurements, list_zoo
 
     try:
+        if remeasure:
+            from entroguard.data import load_dataset
+
+            rows = list_zoo(zoo_dir)
+            test_sets = {}
+            for row in rows:
+                name = row["dataset"] or "fashion-mnist"
+                test_sets.setdefault(name, load_dataset(name, "test"))
+                annotate_measurements(row["path"], test_sets[name])
         rows = list_zoo(zoo_dir)
     except EntroguardError as exc:
         _fail(exc)

@@ -42,11 +42,41 @@ class Measurement:
             "packet_bytes": float(self.packet_bytes.mean()),
         }
 
+    def payload_stats(self) -> dict:
+        """Distribution of payload bytes per image (the rate guard's clean reference).
+
+        ``{"n", "mean", "std", "quantiles": {"0.5", "0.9", "0.99", "0.999"}, "max"}``, bytes.
+        """
+        return payload_stats(self.payload_bytes)
+
     @staticmethod
     def concat(parts: list[Measurement]) -> Measurement:
         return Measurement(
             *(np.concatenate([getattr(p, f) for p in parts]) for f in Measurement.__annotations__)
         )
+
+
+STAT_QUANTILES = ("0.5", "0.9", "0.99", "0.999")
+
+
+def payload_stats(payload_bytes: np.ndarray) -> dict:
+    """Summary of payload sizes (bytes per image, shape (N,), N >= 1).
+
+    Quantiles use numpy's linear interpolation; ``std`` is the population deviation.
+    """
+    x = np.asarray(payload_bytes, dtype=np.float64).reshape(-1)
+    if x.size == 0:
+        raise ValueError("payload_stats needs at least one payload size")
+    if not np.all(np.isfinite(x)) or np.any(x < 0):
+        raise ValueError("payload sizes must be finite and >= 0 bytes")
+    qs = np.quantile(x, [float(q) for q in STAT_QUANTILES])
+    return {
+        "n": int(x.size),
+        "mean": float(x.mean()),
+        "std": float(x.std()),
+        "quantiles": {k: float(v) for k, v in zip(STAT_QUANTILES, qs, strict=True)},
+        "max": int(round(float(x.max()))),
+    }
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ saved in its checkpoint metadata.
 from __future__ import annotations
 
 import copy
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,12 @@ from tqdm.auto import tqdm
 from entroguard.data import ImageSet
 from entroguard.measure import measure
 from entroguard.models import SplitClassifier, build_model
-from entroguard.train.checkpoint import checkpoint_paths, read_metadata, save_checkpoint
+from entroguard.train.checkpoint import (
+    checkpoint_paths,
+    load_checkpoint,
+    read_metadata,
+    save_checkpoint,
+)
 from entroguard.train.loop import TrainConfig, train_split
 
 ZOO_ARCHS = ("resnet_s", "regnet_s", "mobilenetv2_s")
@@ -86,6 +92,33 @@ def list_zoo(zoo_dir: str | Path | None = None) -> list[dict]:
                                        else 99, r["arch"], r["prior"], r["beta"] or 0))  # fmt: skip
 
 
+def annotate_measurements(
+    path: str | Path,
+    test_set: ImageSet,
+    *,
+    model: SplitClassifier | None = None,
+    progress: bool = True,
+) -> dict:
+    """Measure a checkpoint on ``test_set`` through real coding; store it in its metadata.
+
+    Writes ``metrics`` (DESIGN.md's means per image) and ``clean_payload`` (the payload
+    distribution the server's rate guard compares packets with) into the JSON file; the
+    weights are untouched. Returns the metrics.
+    """
+    model = model or load_checkpoint(path)
+    result = measure(model, test_set.batches(500), total=len(test_set), progress=progress,
+                     desc=f"measure {Path(path).name}")  # fmt: skip
+    _, meta_path = checkpoint_paths(path)
+    meta = read_metadata(meta_path)
+    meta["metrics"] = result.summary()
+    meta["clean_payload"] = result.payload_stats()
+    meta["measured_on"] = {"dataset": test_set.name, "split": test_set.split, "n": result.n}
+    tmp = Path(f"{meta_path}.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    tmp.replace(meta_path)
+    return meta["metrics"]
+
+
 def train_zoo(
     out_dir: str | Path,
     train_set: ImageSet,
@@ -116,8 +149,6 @@ def train_zoo(
             if skip_existing and path.exists() and checkpoint_paths(path)[1].exists():
                 saved.append(path)
                 if i == 0:
-                    from entroguard.train.checkpoint import load_checkpoint
-
                     base = load_checkpoint(path)
                 continue
             torch.manual_seed(seed)
@@ -133,8 +164,6 @@ def train_zoo(
                 teacher = base
             train_split(model, train_set, config, teacher=teacher, progress=progress,
                         desc=entry.name)  # fmt: skip
-            result = measure(model, test_set.batches(500), total=len(test_set), progress=progress,
-                             desc=f"measure {entry.name}")  # fmt: skip
             saved.append(
                 save_checkpoint(
                     model,
@@ -142,9 +171,9 @@ def train_zoo(
                     beta=entry.beta,
                     dataset=test_set.name,
                     train=config.to_dict() | {"teacher": group[0].name if teacher else None},
-                    metrics=result.summary(),
                 )
             )
+            annotate_measurements(path, test_set, model=model, progress=progress)
             if base is None:
                 base = model
     return saved
