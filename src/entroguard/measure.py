@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from entroguard.models.split import SplitClassifier
+from entroguard.models.split import EncodedBatch, SplitClassifier
 
 
 @dataclass
@@ -82,8 +82,9 @@ def payload_stats(payload_bytes: np.ndarray) -> dict:
 @torch.no_grad()
 def measure_batch(model: SplitClassifier, images: Tensor, labels: Tensor) -> Measurement:
     """Code ``images`` (B, 3, H, W) in [0, 1] into packets, decode them, classify."""
-    est_bits = model.estimate(images).bits()
-    packets = model.to_packets(images)
+    y = model.analyze(images)
+    est_bits = model.codec.likelihoods(y, "round").bits()
+    packets = model.packets(EncodedBatch(model.codec.compress(y), tuple(y.shape[-2:])))
     encoded = model.packets_to_batch(packets)
     logits = model.classify(model.decompress(encoded))
     predicted = logits.argmax(dim=1).cpu()

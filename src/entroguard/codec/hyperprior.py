@@ -159,7 +159,7 @@ class MeanScaleHyperprior(LatentCodec):
         for i in range(y.shape[0]):
             scales, means = self.gaussian_params(z_hat[i : i + 1], y.shape[-2:])
             y_symbols = torch.round(y[i : i + 1] - means)
-            y_indexes = self.gaussian_conditional.build_indexes(scales)
+            y_indexes = self.scale_indexes(scales)
             stream = encode_groups(
                 [(z_symbols[i], z_indexes, z_tables), (y_symbols, y_indexes, y_tables)]
             )
@@ -178,9 +178,19 @@ class MeanScaleHyperprior(LatentCodec):
             decoder = StreamDecoder(image_strings[0])
             z_hat = decoder.decode(z_indexes, z_tables).to(medians.dtype) + medians
             scales, means = self.gaussian_params(z_hat, latent_hw)
-            y_indexes = self.gaussian_conditional.build_indexes(scales)
+            y_indexes = self.scale_indexes(scales)
             out.append(decoder.decode(y_indexes, y_tables).to(means.dtype) + means)
         return torch.cat(out)
+
+    def scale_indexes(self, scales: Tensor) -> Tensor:
+        """CDF index per element: CompressAI's ``build_indexes`` in one ``bucketize``.
+
+        ``build_indexes`` counts, in a Python loop over the scale table, the table entries
+        below each (lower-bounded) scale; ``bucketize`` does the same comparisons at once.
+        """
+        gc = self.gaussian_conditional
+        scales = gc.lower_bound_scale(scales)
+        return torch.bucketize(scales, gc.scale_table[:-1].to(scales), right=False).int()
 
     def _tables(self) -> tuple[CdfTables, CdfTables]:
         if self._cdf_tables is None:

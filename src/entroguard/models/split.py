@@ -169,7 +169,10 @@ class SplitClassifier(nn.Module):
 
     def to_packets(self, x: Tensor) -> list[bytes]:
         """Images -> one wire packet per image (header + strings)."""
-        encoded = self.compress(x)
+        return self.packets(self.compress(x))
+
+    def packets(self, encoded: EncodedBatch) -> list[bytes]:
+        """Wrap coder output into one wire packet per image (header + strings)."""
         fp = self.fingerprint_bytes
         return [
             Packet(self.spec.prior, fp, encoded.latent_hw, tuple(strings)).to_bytes()
