@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from entroguard.errors import EntroguardError
+from entroguard.serve.cli import edge_command, serve_command
 
 app = typer.Typer(
     name="entroguard",
@@ -193,6 +194,10 @@ def demo(
         _fail(exc)
     _write_report(out)
     typer.echo(f"demo finished in {time.perf_counter() - t0:.0f} s; open {out / 'report.html'}")
+
+
+app.command("serve")(serve_command)
+app.command("edge")(edge_command)
 
 
 def main() -> None:
