@@ -14,6 +14,7 @@ from entroguard.codec.base import (
     straight_through_round,
     uniform_noise,
 )
+from entroguard.codec.rans import CdfTables, StreamDecoder, encode_groups
 
 
 def bottleneck_likelihood(bottleneck: EntropyBottleneck, values: Tensor) -> Tensor:
@@ -63,6 +64,7 @@ class FactorizedPrior(LatentCodec):
     def __init__(self, channels: int) -> None:
         super().__init__(channels)
         self.entropy_bottleneck = EntropyBottleneck(channels)
+        self._cdf_tables: CdfTables | None = None
 
     def entropy_models(self) -> list[nn.Module]:
         return [self.entropy_bottleneck]
@@ -81,21 +83,38 @@ class FactorizedPrior(LatentCodec):
         center = bottleneck_center(self.entropy_bottleneck)
         return torch.round(y - center) + center
 
+    def _indexes(self, latent_hw: tuple[int, int], device: torch.device) -> Tensor:
+        return self.entropy_bottleneck._build_indexes((1, self.channels, *latent_hw)).to(device)
+
+    def _tables(self) -> CdfTables:
+        if self._cdf_tables is None:
+            self._cdf_tables = CdfTables.of(self.entropy_bottleneck)
+        return self._cdf_tables
+
     @torch.no_grad()
     def compress(self, y: Tensor) -> list[list[bytes]]:
+        """One rANS stream per image, as CompressAI's ``EntropyBottleneck.compress`` writes it
+        (the coder tables are converted once, not once per image)."""
         check_latent(y, self.channels)
         self._require_tables()
-        return [[s] for s in self.entropy_bottleneck.compress(y.detach().float())]
+        symbols = torch.round(y.detach() - bottleneck_center(self.entropy_bottleneck))
+        indexes = self._indexes(tuple(y.shape[-2:]), y.device)
+        tables = self._tables()
+        return [[encode_groups([(s, indexes, tables)])] for s in symbols]
 
     @torch.no_grad()
     def decompress(self, strings: list[list[bytes]], latent_hw: tuple[int, int]) -> Tensor:
         self._require_tables()
-        y_strings = [s[0] for s in strings]
-        return self.entropy_bottleneck.decompress(y_strings, tuple(latent_hw))
+        center = bottleneck_center(self.entropy_bottleneck)
+        indexes = self._indexes(tuple(latent_hw), center.device)
+        tables = self._tables()
+        symbols = [StreamDecoder(s[0]).decode(indexes, tables) for s in strings]
+        return torch.cat(symbols).to(center.dtype) + center
 
     @torch.no_grad()
     def update_tables(self) -> None:
         refit_tables(self.entropy_bottleneck)
+        self._cdf_tables = None
 
 
 @torch.no_grad()
