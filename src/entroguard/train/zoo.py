@@ -31,10 +31,10 @@ from entroguard.train.loop import TrainConfig, train_split
 
 ZOO_ARCHS = ("resnet_s", "regnet_s", "mobilenetv2_s")
 ZOO_PRIORS = ("fp", "mshp")
-ZOO_BETAS = (0.01, 0.04, 0.16, 0.64)
+ZOO_BETAS = (0.01, 0.04, 0.16, 2.56)
 ZOO_DATASET = "fashion-mnist"
 BASE_EPOCHS = 5.0
-FINETUNE_EPOCHS = 1.5
+FINETUNE_EPOCHS = 1.0
 PACKAGED_ZOO = Path(__file__).resolve().parent.parent / "zoo_weights"
 
 

@@ -1,0 +1,145 @@
+"""report.html: a real (tiny) campaign in, one self-contained page with every section out."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import shutil
+import sqlite3
+import struct
+
+import matplotlib
+import numpy as np
+import pytest
+from conftest import seeded_model
+
+from entroguard.campaign.config import parse_config
+from entroguard.campaign.runner import run_campaign
+from entroguard.errors import EntroguardError
+from entroguard.report.html import ResultsNotFoundError, write_report
+from entroguard.train.checkpoint import save_checkpoint
+
+MODELS = {"resnet_s-fp-beta0.01": ("resnet_s", "fp", 0.01),
+          "resnet_s-mshp-beta0.01": ("resnet_s", "mshp", 0.01)}  # fmt: skip
+CONFIG = {
+    "dataset": "fashion-mnist",
+    "n_images": 6,
+    "batch_size": 6,
+    "models": "zoo",
+    "threats": [
+        "clean",
+        {"corruption": ["gaussian_noise", "defocus_blur", "contrast"], "severities": [1, 5]},
+        {"attack": "rate_pgd", "eps": [8, 32], "n_images": 4,
+         "params": {"steps": 1, "noise_copies": 1}},
+        {"attack": "noise", "eps": [8], "n_images": 4},
+    ],
+}  # fmt: skip
+SECTIONS = ("What was run", "Clean baseline", "Corruptions", "Attacks", "Summary",
+            "Per-image distributions", "Defences")  # fmt: skip
+
+
+def _write_idx(path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory):
+    """A finished campaign folder: two seeded models, clean, corruptions and two attacks."""
+    root = tmp_path_factory.mktemp("campaign")
+    data = root / "fashion-mnist"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    _write_idx(data / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (8, 28, 28)))
+    _write_idx(data / "t10k-labels-idx1-ubyte.gz", np.arange(8) % 10)
+    zoo = root / "zoo"
+    for i, (name, (arch, prior, beta)) in enumerate(MODELS.items()):
+        model = seeded_model(arch, prior, seed=i)
+        save_checkpoint(model, zoo / name, beta=beta, dataset="fashion-mnist", metrics={})
+    out = root / "out"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ENTROGUARD_FASHION_MNIST", str(data))
+        mp.setenv("ENTROGUARD_CACHE", str(root / "cache"))
+        run_campaign(parse_config(CONFIG), out, zoo_dir=zoo, progress=False)
+    return out
+
+
+def _copy(src, dst):
+    dst.mkdir()
+    shutil.copy(src / "results.sqlite", dst / "results.sqlite")
+    return dst
+
+
+def test_report_is_self_contained_with_every_section(campaign):
+    rc_before = dict(matplotlib.rcParams)
+    backend = matplotlib.get_backend()
+    path = write_report(campaign)
+    assert path == campaign / "report.html" and path.is_file()
+    assert not list(campaign.glob("*.tmp")) and not list(campaign.glob(".*.tmp"))
+    html = path.read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>")
+    # nothing loaded from elsewhere: no remote src/href/url(), figures embedded
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "url(" not in html and "<script" not in html and "<link" not in html
+    assert html.count("data:image/png;base64,") >= 6
+    for heading in SECTIONS:
+        assert f">{heading}</h2>" in html
+    for name in MODELS:
+        assert name in html
+    for text in ("Estimated bytes", "Payload bytes", "Packet bytes", "defocus_blur", "rate_pgd"):
+        assert text in html
+    assert "No defence was measured" in html
+    assert len(html) < 3_000_000
+    # matplotlib's global settings are left as they were
+    assert matplotlib.get_backend() == backend
+    assert dict(matplotlib.rcParams) == rc_before
+
+
+def test_missing_families_are_noted_not_fatal(campaign, tmp_path):
+    out = _copy(campaign, tmp_path / "clean-only")
+    with sqlite3.connect(out / "results.sqlite") as db:
+        db.execute("DELETE FROM images WHERE key NOT LIKE '%|clean|%'")
+        db.execute("DELETE FROM conditions WHERE threat != 'clean'")
+    html = write_report(out).read_text(encoding="utf-8")
+    assert "No corruption was measured" in html and "No attack was measured" in html
+    assert ">Clean baseline</h2>" in html and "data:image/png;base64," in html
+
+
+def test_defences_get_their_own_section(campaign, tmp_path):
+    """A second defence: a 'Defences' section compares rate and accuracy with and without."""
+    out = _copy(campaign, tmp_path / "defended")
+    with sqlite3.connect(out / "results.sqlite") as db:
+        keys = [k for (k,) in db.execute("SELECT key FROM conditions WHERE defense = 'none'")]
+        db.execute(
+            "INSERT INTO conditions SELECT substr(key, 1, length(key) - 4) || 'tv', model, "
+            "arch, prior, beta, threat, strength, 'tv', params, n, top1, est_bytes * 0.8, "
+            "payload_bytes * 0.8, packet_bytes * 0.8, seconds, finished_at FROM conditions "
+            "WHERE defense = 'none'"
+        )
+        db.executemany(
+            "INSERT INTO images SELECT substr(key, 1, length(key) - 4) || 'tv', image, "
+            "est_bytes, payload_bytes * 0.8, packet_bytes, correct, predicted FROM images "
+            "WHERE key = ?",
+            [(k,) for k in keys],
+        )
+    html = write_report(out).read_text(encoding="utf-8")
+    section = html[html.index('id="defences"') :]
+    assert "rate, tv" in section and "top-1, tv" in section and "rate, none" in section
+    assert "data:image/png;base64," in section
+    assert "\u221220.0\u202f%" in section  # clean with the defence: 0.8 x clean payload
+
+
+def test_missing_results_is_a_clear_error(tmp_path):
+    with pytest.raises(ResultsNotFoundError, match="entroguard campaign") as info:
+        write_report(tmp_path)
+    assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, EntroguardError)
+    assert not (tmp_path / "results.sqlite").exists()  # the check creates nothing
+
+
+def test_empty_results_is_a_clear_error(tmp_path):
+    from entroguard.campaign.store import ResultStore
+
+    ResultStore(tmp_path / "results.sqlite").close()
+    with pytest.raises(EntroguardError, match="no measured condition"):
+        write_report(tmp_path)
