@@ -148,7 +148,7 @@ class TailEngine:
                     "label": self.classes[ids[0]],
                     "top_k": [
                         {"class": c, "label": self.classes[c], "prob": round(p, 6)}
-                        for c, p in zip(ids, ps)
+                        for c, p in zip(ids, ps, strict=True)
                     ],
                     "payload_bytes": sizes[row],
                     "guard": decisions[row].to_dict(),

@@ -29,8 +29,6 @@ import numpy as np
 
 GuardMode = Literal["flag", "refuse", "off"]
 GUARD_MODES: tuple[str, ...] = ("flag", "refuse", "off")
-STAT_QUANTILES: tuple[str, ...] = ("0.5", "0.9", "0.99", "0.999")
-"""Quantile keys stored in ``clean_payload["quantiles"]``."""
 DEFAULT_GUARD_QUANTILE = 0.999
 DEFAULT_GUARD_MULTIPLE = 1.10
 DEFAULT_BUDGET_BYTES_PER_S = 1 << 20
@@ -50,21 +48,12 @@ def clean_payload_stats(payload_bytes: np.ndarray) -> dict:
     Returns:
         ``{"n": int, "mean": float, "std": float, "quantiles": {"0.5": v, "0.9": v,
         "0.99": v, "0.999": v}, "max": int}``, all in bytes per image; quantiles use numpy's
-        default linear interpolation, ``std`` is the population standard deviation.
+        default linear interpolation, ``std`` is the population standard deviation. The one
+        implementation is :func:`entroguard.measure.payload_stats` (what training stores).
     """
-    x = np.asarray(payload_bytes, dtype=np.float64).reshape(-1)
-    if x.size == 0:
-        raise ValueError("clean_payload_stats needs at least one payload size")
-    if not np.all(np.isfinite(x)) or np.any(x < 0):
-        raise ValueError("payload sizes must be finite and >= 0 bytes")
-    qs = np.quantile(x, [float(q) for q in STAT_QUANTILES])
-    return {
-        "n": int(x.size),
-        "mean": float(x.mean()),
-        "std": float(x.std()),
-        "quantiles": {k: float(v) for k, v in zip(STAT_QUANTILES, qs)},
-        "max": int(round(float(x.max()))),
-    }
+    from entroguard.measure import payload_stats
+
+    return payload_stats(payload_bytes)
 
 
 def validate_clean_stats(stats: object, source: str = "clean_payload") -> dict:
@@ -154,22 +143,36 @@ class GuardDecision:
     def to_dict(self) -> dict:
         return {
             "decision": self.decision,
-            "score": round(self.score, 4),
-            "threshold_bytes": round(self.threshold_bytes, 2),
+            "score": _json_number(self.score, 4),
+            "threshold_bytes": _json_number(self.threshold_bytes, 2),
         }
+
+
+def _json_number(value: float, digits: int) -> float | None:
+    return round(value, digits) if math.isfinite(value) else None
 
 
 class RateGuard:
     """Scores packets against a model's clean payload statistics.
 
     Args:
-        stats: the model's ``clean_payload`` dict (see :func:`clean_payload_stats`).
+        stats: the model's ``clean_payload`` dict (see :func:`clean_payload_stats`); may be
+            None only with ``mode="off"``.
         config: mode, quantile and multiple.
     """
 
-    def __init__(self, stats: Mapping, config: GuardConfig | None = None) -> None:
-        self.stats = validate_clean_stats(stats)
+    def __init__(self, stats: Mapping | None, config: GuardConfig | None = None) -> None:
         self.config = config or GuardConfig()
+        if stats is None:
+            if self.config.mode != "off":
+                raise ValueError(
+                    "the rate guard needs the model's clean payload statistics; "
+                    "measure them or turn the guard off"
+                )
+            self.stats = None
+            self.threshold_bytes = math.inf
+            return
+        self.stats = validate_clean_stats(stats)
         self.threshold_bytes = threshold_from_stats(
             self.stats, self.config.quantile, self.config.multiple
         )
@@ -182,13 +185,14 @@ class RateGuard:
             decision = "pass"
         else:
             decision = self.config.mode
-        std = float(self.stats["std"])
-        z = (payload_bytes - float(self.stats["mean"])) / std if std > 0 else 0.0
+        std = float(self.stats["std"]) if self.stats else 0.0
+        z = (payload_bytes - float(self.stats["mean"])) / std if self.stats and std > 0 else 0.0
         return GuardDecision(decision, int(payload_bytes), self.threshold_bytes, score, z)
 
     def describe(self) -> dict:
         """The guard's settings and threshold, for ``/v1/models``."""
-        return {**self.config.to_dict(), "threshold_bytes": self.threshold_bytes}
+        threshold = self.threshold_bytes if math.isfinite(self.threshold_bytes) else None
+        return {**self.config.to_dict(), "threshold_bytes": threshold}
 
 
 def threshold_from_stats(stats: Mapping, quantile: float, multiple: float) -> float:

@@ -36,7 +36,7 @@ def _number(value: float) -> str:
 
 
 def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values)]
+    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
     if extra:
         parts.append(extra)
     return "{" + ",".join(parts) + "}" if parts else ""
@@ -134,12 +134,10 @@ class Histogram(_Metric):
         lines = self.header()
         for key in sorted(self._counts):
             cumulative = 0
-            for bound, c in zip(self.buckets, self._counts[key]):
+            for bound, c in zip(self.buckets, self._counts[key], strict=True):
                 cumulative += c
                 le = f'le="{_number(bound)}"'
-                lines.append(
-                    f"{self.name}_bucket{_labels(self.labelnames, key, le)} {cumulative}"
-                )
+                lines.append(f"{self.name}_bucket{_labels(self.labelnames, key, le)} {cumulative}")
             labels = _labels(self.labelnames, key)
             lines.append(f"{self.name}_sum{labels} {_number(self._sums[key])}")
             lines.append(f"{self.name}_count{labels} {cumulative}")

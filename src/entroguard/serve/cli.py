@@ -1,0 +1,260 @@
+"""``entroguard serve`` and ``entroguard edge``: typer command functions.
+
+Register them in the main CLI with::
+
+    from entroguard.serve.cli import edge_command, serve_command
+
+    app.command("serve")(serve_command)
+    app.command("edge")(edge_command)
+
+Heavy imports (torch, FastAPI, uvicorn) happen inside the functions, so ``entroguard --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from entroguard.errors import EntroguardError
+from entroguard.serve.body import DEFAULT_MAX_BODY_BYTES
+from entroguard.serve.framing import DEFAULT_MAX_BATCH
+from entroguard.serve.guard import (
+    DEFAULT_BUDGET_BYTES_PER_S,
+    DEFAULT_BURST_BYTES,
+    DEFAULT_GUARD_MULTIPLE,
+    DEFAULT_GUARD_QUANTILE,
+)
+from entroguard.serve.runner import DEFAULT_HOST, DEFAULT_PORT
+from entroguard.serve.uploads import DEFAULT_JPEG_QUALITY
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def serve_command(
+    model: Annotated[
+        str, typer.Option(help="Zoo model name (entroguard zoo lists them) or checkpoint path.")
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port, printed).")] = (
+        DEFAULT_PORT
+    ),
+    zoo_dir: Annotated[
+        Path | None, typer.Option(help="Folder of zoo checkpoints (default: the shipped zoo).")
+    ] = None,
+    guard_mode: Annotated[
+        str, typer.Option(help="Rate guard: flag (answer and mark), refuse (422) or off.")
+    ] = "flag",
+    guard_quantile: Annotated[
+        float,
+        typer.Option(
+            help="Clean payload quantile the threshold starts from (0.5, 0.9, "
+            "0.99, 0.999; 1 = the clean max)."
+        ),
+    ] = DEFAULT_GUARD_QUANTILE,
+    guard_multiple: Annotated[
+        float, typer.Option(help="Threshold = clean quantile x this multiple (bytes).")
+    ] = DEFAULT_GUARD_MULTIPLE,
+    client_budget_bytes_per_s: Annotated[
+        float, typer.Option(help="Per-client byte budget refill rate, bytes/s (0: no budget).")
+    ] = DEFAULT_BUDGET_BYTES_PER_S,
+    client_burst_bytes: Annotated[
+        float, typer.Option(help="Per-client byte budget bucket size, bytes.")
+    ] = DEFAULT_BURST_BYTES,
+    max_body_bytes: Annotated[
+        int, typer.Option(help="Largest request body, bytes.")
+    ] = DEFAULT_MAX_BODY_BYTES,
+    max_batch: Annotated[int, typer.Option(help="Most packets per request.")] = DEFAULT_MAX_BATCH,
+    max_in_flight: Annotated[
+        int, typer.Option(help="Most inference requests at once (more get 503).")
+    ] = 64,
+    torch_threads: Annotated[int, typer.Option(help="torch intra-op threads.")] = 1,
+    model_threads: Annotated[
+        int, typer.Option(help="Worker threads running the tail at once.")
+    ] = 1,
+    trust_client_id: Annotated[
+        bool,
+        typer.Option(help="Identify clients by their X-Client-Id header (else peer address)."),
+    ] = True,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="Dataset to measure clean payload sizes on if the checkpoint has none."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve a split model's tail over HTTP (POST /v1/infer), behind a rate guard."""
+    import logging
+
+    try:
+        import torch
+
+        from entroguard.serve.app import ServeLimits, create_app
+        from entroguard.serve.guard import GuardConfig, RateGuard
+        from entroguard.serve.resolve import clean_stats_for, load_served_model
+        from entroguard.serve.runner import bind_socket, serve_forever, socket_url
+
+        torch.set_num_threads(max(1, torch_threads))
+        logging.basicConfig(
+            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        guard_config = GuardConfig(
+            mode=guard_mode,  # type: ignore[arg-type]
+            quantile=guard_quantile,
+            multiple=guard_multiple,
+            budget_bytes_per_s=client_budget_bytes_per_s,
+            burst_bytes=client_burst_bytes,
+        )
+        limits = ServeLimits(
+            max_body_bytes=max_body_bytes,
+            max_packet_bytes=max_body_bytes,
+            max_batch=max_batch,
+            max_in_flight=max_in_flight,
+            model_threads=model_threads,
+            trust_client_id=trust_client_id,
+        )
+        served = load_served_model(model, zoo_dir)
+        stats = None if guard_mode == "off" else clean_stats_for(served, dataset=dataset)
+        RateGuard(stats, guard_config)  # fail early on a bad quantile
+        app = create_app(
+            served.model,
+            guard_config,
+            clean_stats=stats,
+            model_name=served.name,
+            classes=served.classes,
+            limits=limits,
+        )
+        sock = bind_socket(host, port)
+    except (EntroguardError, ValueError, OSError) as exc:
+        _fail(exc)
+        return
+    url = socket_url(sock)
+    guard = app.state.guard
+    if guard_mode == "off":
+        guard_text = "rate guard off"
+    else:
+        guard_text = (
+            f"rate guard: {guard_mode} packets over {guard.threshold_bytes:.0f} payload bytes "
+            f"(clean q{guard_quantile:g} x {guard_multiple:g})"
+        )
+    budget_text = (
+        f"client budget {client_budget_bytes_per_s:.0f} B/s, burst {client_burst_bytes:.0f} B"
+        if client_budget_bytes_per_s > 0
+        else "no client budget"
+    )
+    typer.echo(
+        f"entroguard serve: {served.name} (fingerprint {served.model.fingerprint[:8]}) on "
+        f"{url}\n  {guard_text}; {budget_text}",
+    )
+    if host not in LOOPBACK:
+        typer.secho(
+            f"  listening on {host}: reachable from other machines; there is no TLS or "
+            "authentication, put it behind a proxy that provides them",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    sys.stdout.flush()
+    serve_forever(app, sock, log_level=log_level.lower(), access_log=access_log)
+
+
+def edge_command(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Image files, folders of images, or 'test' (the model's test set)."),
+    ],
+    model: Annotated[
+        str, typer.Option(help="Zoo model name or checkpoint path (the same as the server's).")
+    ],
+    server: Annotated[str, typer.Option(help="Server base URL.")] = (
+        f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
+    ),
+    zoo_dir: Annotated[
+        Path | None, typer.Option(help="Folder of zoo checkpoints (default: the shipped zoo).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Send only the first N images.")] = None,
+    defense: Annotated[
+        str | None, typer.Option(help="On-device defence applied before encoding.")
+    ] = None,
+    client_id: Annotated[
+        str | None, typer.Option(help="X-Client-Id sent to the server (its byte budget key).")
+    ] = None,
+    top_k: Annotated[int, typer.Option(help="Classes to ask the server for.")] = 1,
+    encode_batch: Annotated[int, typer.Option(help="Images the head encodes at once.")] = 32,
+    jpeg_quality: Annotated[
+        int, typer.Option(help="JPEG quality of the upload baseline.")
+    ] = DEFAULT_JPEG_QUALITY,
+    retries: Annotated[int, typer.Option(help="Retries on 429/503 and connection errors.")] = 5,
+    timeout: Annotated[float, typer.Option(help="Per-request timeout, seconds.")] = 30.0,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print only the summary.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write every record and the summary as JSON.")
+    ] = None,
+) -> None:
+    """Encode images with the head on this device, send them to a server, and report."""
+    import json
+    import time
+
+    try:
+        from tqdm.auto import tqdm
+
+        from entroguard.serve.client import EdgeClient
+        from entroguard.serve.edge import (
+            check_same_model,
+            format_record,
+            format_summary,
+            load_defense,
+            run_edge,
+            summarize,
+        )
+        from entroguard.serve.inputs import InputSource
+        from entroguard.serve.resolve import load_served_model
+
+        served = load_served_model(model, zoo_dir)
+        source = InputSource(
+            inputs,
+            served.model.spec.input_size,
+            default_dataset=served.metadata.get("dataset"),
+            limit=limit,
+        )
+        defend = load_defense(defense) if defense else None
+        with EdgeClient(server, client_id=client_id, timeout_s=timeout, retries=retries) as client:
+            check_same_model(served.model, client)
+            on_record = None if quiet else (lambda r: tqdm.write(format_record(r)))
+            t0 = time.perf_counter()
+            records = run_edge(
+                served.model,
+                client,
+                source,
+                classes=served.classes,
+                defense=defend,
+                encode_batch=encode_batch,
+                top_k=top_k,
+                jpeg_quality=jpeg_quality,
+                progress=progress,
+                on_record=on_record,
+            )
+            summary = summarize(records, time.perf_counter() - t0)
+            summary["retries"] = client.retried
+    except (EntroguardError, ValueError) as exc:
+        _fail(exc)
+        return
+    typer.echo(format_summary(summary))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "model": served.name,
+            "server": server,
+            "summary": summary,
+            "records": [r.to_dict() for r in records],
+        }
+        json_out.write_text(json.dumps(payload, indent=2) + "\n")
+        typer.echo(f"wrote {json_out}")

@@ -1,0 +1,140 @@
+"""The edge's inputs: image files, folders of images, or a dataset's test set.
+
+``INPUTS`` given to ``entroguard edge`` are read in order:
+
+* ``test`` : the test set of the model's dataset (``test:NAME`` for another dataset);
+* a folder: every image file under it (recursively, sorted by path);
+* a file: one image (PNG, JPEG, BMP, GIF, WebP, TIFF).
+
+Files are converted to RGB, resized (shorter side) and centre-cropped to the model's input
+size, like :func:`entroguard.data.torchvision_sets.load_image_folder`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from entroguard.errors import InputError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+TEST_SET = "test"
+
+
+@dataclass
+class InputBatch:
+    """A batch of edge inputs.
+
+    Attributes:
+        names: one display name per image (file path, or ``dataset[i]``).
+        images: float (B, 3, H, W) in [0, 1].
+        labels: true class ids where known (test sets), else None.
+    """
+
+    names: list[str]
+    images: Tensor
+    labels: list[int | None]
+
+
+class InputSource:
+    """Images from files, folders and test sets, served in batches at the model's size.
+
+    Args:
+        specs: the ``INPUTS`` (see the module docstring).
+        input_size: (H, W) the model takes, pixels.
+        default_dataset: the dataset ``test`` refers to (the model's).
+        limit: keep only the first ``limit`` images (None: all).
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[str],
+        input_size: tuple[int, int],
+        *,
+        default_dataset: str | None = None,
+        limit: int | None = None,
+    ) -> None:
+        if not specs:
+            raise InputError("no inputs: give image files, folders, or 'test' for the test set")
+        self.input_size = tuple(input_size)
+        self._items: list[tuple[str, object]] = []  # ("file", Path) or ("set", (ImageSet, i))
+        self.dataset_name: str | None = None
+        remaining = limit
+        for spec in specs:
+            if remaining is not None and remaining <= 0:
+                break
+            added = self._add(str(spec), default_dataset, remaining)
+            if remaining is not None:
+                remaining -= added
+
+    def _add(self, spec: str, default_dataset: str | None, remaining: int | None) -> int:
+        path = Path(spec)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise InputError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}")
+            files = files[:remaining] if remaining is not None else files
+            self._items += [("file", p) for p in files]
+            return len(files)
+        if path.is_file():
+            self._items.append(("file", path))
+            return 1
+        if spec == TEST_SET or spec.startswith(TEST_SET + ":"):
+            name = spec.partition(":")[2] or default_dataset
+            if not name:
+                raise InputError("'test' needs a dataset: the model names none, use test:NAME")
+            from entroguard.data import load_dataset
+
+            test_set = load_dataset(name, "test").subset(remaining)
+            if tuple(test_set.image_size) != self.input_size:
+                raise InputError(
+                    f"the {name} test set has {test_set.image_size} images, the model takes "
+                    f"{self.input_size}"
+                )
+            self.dataset_name = name
+            self._items += [("set", (test_set, i)) for i in range(len(test_set))]
+            return len(test_set)
+        raise InputError(
+            f"input {spec!r} is neither an image file, a folder, nor 'test' (the test set)"
+        )
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def batches(self, batch_size: int) -> Iterator[InputBatch]:
+        """Yield the images in order, ``batch_size`` at a time."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        for start in range(0, len(self._items), batch_size):
+            names, images, labels = [], [], []
+            for kind, item in self._items[start : start + batch_size]:
+                if kind == "file":
+                    names.append(str(item))
+                    images.append(load_image(item, self.input_size))
+                    labels.append(None)
+                else:
+                    image_set, i = item
+                    names.append(f"{image_set.name}[{i}]")
+                    images.append(image_set.to_float(slice(i, i + 1))[0])
+                    labels.append(int(image_set.labels[i]))
+            yield InputBatch(names, torch.stack(images), labels)
+
+
+def load_image(path: Path, size: tuple[int, int]) -> Tensor:
+    """One image file as float (3, H, W) in [0, 1]: RGB, resized and centre-cropped to size."""
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms import functional as F
+
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InputError(f"cannot read image {path}: {exc}") from None
+    h, w = size
+    rgb = F.resize(rgb, min(h, w))
+    rgb = F.center_crop(rgb, [h, w])
+    return F.pil_to_tensor(rgb).float().div_(255.0)

@@ -1,0 +1,37 @@
+"""Fixtures for the server tests (helpers live in ``serve_helpers``)."""
+
+from __future__ import annotations
+
+import pytest
+from entroguard.models.split import SplitClassifier
+from serve_helpers import make_model, smooth_images, stats_of
+
+
+@pytest.fixture(scope="session")
+def fp_model() -> SplitClassifier:
+    return make_model("fp")
+
+
+@pytest.fixture(scope="session")
+def mshp_model() -> SplitClassifier:
+    return make_model("mshp")
+
+
+@pytest.fixture(scope="session")
+def fp_stats(fp_model) -> dict:
+    return stats_of(fp_model, smooth_images(64, seed=1))
+
+
+@pytest.fixture(scope="session")
+def mshp_stats(mshp_model) -> dict:
+    return stats_of(mshp_model, smooth_images(64, seed=1))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_stream_decoder():
+    """Servers built here harden ``entroguard.codec.rans`` process-wide; undo it per module."""
+    from entroguard.codec import rans
+
+    original = rans.RansDecoder
+    yield
+    rans.RansDecoder = original
