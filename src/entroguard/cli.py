@@ -196,6 +196,44 @@ def demo(
     typer.echo(f"demo finished in {time.perf_counter() - t0:.0f} s; open {out / 'report.html'}")
 
 
+@app.command("import")
+def import_cmd(
+    source: Annotated[Path, typer.Argument(help="sc2bench checkpoint or torchvision weights.")],
+    arch: Annotated[str, typer.Option(help="resnet50, resnet101 or regnety6.4gf.")],
+    prior: Annotated[str, typer.Option(help="fp or mshp.")],
+    out: Annotated[Path, typer.Option(help="Output checkpoint path (without suffix).")],
+    kind: Annotated[
+        str, typer.Option(help="sc2bench (whole split model) or torchvision (backbone only).")
+    ] = "sc2bench",
+    allow_pickle: Annotated[
+        bool, typer.Option(help="Allow .pt/.pth files (restricted unpickler); trusted files only.")
+    ] = False,
+    beta: Annotated[float | None, typer.Option(help="Beta the model was trained with.")] = None,
+) -> None:
+    """Convert an sc2bench entropic-student checkpoint (or torchvision weights into a fresh
+    bottleneck model) to an entroguard checkpoint (safetensors + JSON)."""
+    from entroguard.models import build_model
+    from entroguard.models.sc2bench_import import (
+        load_sc2bench_checkpoint,
+        load_torchvision_weights,
+    )
+    from entroguard.train.checkpoint import save_checkpoint
+
+    try:
+        if kind == "sc2bench":
+            model = load_sc2bench_checkpoint(source, arch, prior, allow_pickle=allow_pickle)
+        elif kind == "torchvision":
+            model = build_model(arch, prior, 1000).eval()
+            load_torchvision_weights(model, source, allow_pickle=allow_pickle)
+        else:
+            raise typer.BadParameter("--kind must be sc2bench or torchvision")
+        path = save_checkpoint(model, out, beta=beta, dataset="imagenet", source=str(source),
+                               source_kind=kind)  # fmt: skip
+    except (EntroguardError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(f"saved {path} (fingerprint {model.fingerprint[:8]})")
+
+
 app.command("serve")(serve_command)
 app.command("edge")(edge_command)
 

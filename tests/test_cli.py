@@ -1,0 +1,69 @@
+"""The ``entroguard`` command: help, import of sc2bench checkpoints, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from entroguard.cli import app
+from entroguard.models import build_model
+from entroguard.models.sc2bench_import import sc2bench_state_dict
+from entroguard.train.checkpoint import load_checkpoint
+
+runner = CliRunner()
+
+
+def test_help_lists_the_public_subcommands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for cmd in ("demo", "train", "zoo", "campaign", "report", "serve", "edge", "import"):
+        assert cmd in result.output
+
+
+@pytest.fixture(scope="module")
+def sc2bench_file(tmp_path_factory):
+    """A ResNet-50 FP checkpoint in sc2bench's key layout, and the model it came from."""
+    torch.manual_seed(0)
+    model = build_model("resnet50", "fp", 1000).eval()
+    model.prepare_coding()
+    path = tmp_path_factory.mktemp("sc2") / "sc2.safetensors"
+    save_file({k: v.contiguous() for k, v in sc2bench_state_dict(model).items()}, str(path))
+    return path, model
+
+
+def test_import_sc2bench_checkpoint_round_trip(tmp_path, sc2bench_file):
+    source, model = sc2bench_file
+    result = runner.invoke(
+        app,
+        ["import", str(source), "--arch", "resnet50", "--prior", "fp",
+         "--out", str(tmp_path / "ours"), "--beta", "0.08"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    loaded = load_checkpoint(tmp_path / "ours.safetensors")
+    assert loaded.fingerprint == model.fingerprint
+
+
+def test_import_of_the_wrong_architecture_is_one_clear_error(tmp_path, sc2bench_file):
+    result = runner.invoke(
+        app,
+        ["import", str(sc2bench_file[0]), "--arch", "regnety6.4gf", "--prior", "fp",
+         "--out", str(tmp_path / "ours")],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "error:" in result.output and "Traceback" not in result.output
+
+
+def test_campaign_with_a_bad_config_names_the_key(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("threats:\n  - corruption: [fogg]\n")
+    result = runner.invoke(app, ["campaign", str(cfg), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "threats[0].corruption" in result.output
+
+
+def test_report_without_results_says_what_to_run(tmp_path):
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "entroguard campaign" in result.output
