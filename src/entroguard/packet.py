@@ -190,6 +190,8 @@ def header_size(prior: str, latent_hw: tuple[int, int], lengths: Sequence[int]) 
 
 
 def _as_bytes(value: object, what: str) -> bytes:
+    if type(value) is bytes:
+        return value
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     raise ValueError(f"{what} must be bytes, got {type(value).__name__}")

@@ -8,16 +8,16 @@ from entroguard.campaign.config import CampaignConfig, parse_config
 
 DEMO = {
     "dataset": "fashion-mnist",
-    "n_images": 256,
-    "batch_size": 128,
+    "n_images": 64,
+    "batch_size": 64,
     "seed": 0,
     "models": "zoo",
     "threats": [
         "clean",
         {"corruption": "all", "severities": [1, 2, 3, 4, 5]},
         {"attack": "noise", "eps": [2, 4, 8, 16, 32]},
-        {"attack": "rate_pgd", "eps": [2, 4, 8, 16, 32], "n_images": 64},
-        {"attack": "clf_pgd", "eps": [2, 4, 8, 16, 32], "n_images": 64},
+        {"attack": "rate_pgd", "eps": [2, 4, 8, 16, 32], "n_images": 32},
+        {"attack": "clf_pgd", "eps": [2, 4, 8, 16, 32], "n_images": 32},
     ],
 }
 

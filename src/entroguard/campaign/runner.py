@@ -7,6 +7,7 @@ campaign resumes where it stopped when run again with the same command.
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from pathlib import Path
@@ -106,6 +107,9 @@ def run_campaign(
 
 def _load(ref: ModelRef, data: ImageSet) -> SplitClassifier:
     model = ref.load()
+    # The coder tables are large Python lists; without this, every full collection of the
+    # cyclic GC rescans them and per-image coding runs 5-20x slower.
+    gc.freeze()
     if tuple(model.spec.input_size) != data.image_size:
         raise InputError(
             f"{ref.name} takes {model.spec.input_size} images but the dataset has "
