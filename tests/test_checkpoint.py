@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import seeded_images, seeded_model
+from eg_testutil import seeded_images, seeded_model
 
 from entroguard.errors import CheckpointError
 from entroguard.train.checkpoint import load_checkpoint, read_metadata, save_checkpoint

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import PRIORS, SMALL_ARCHS, seeded_images, seeded_model
+from eg_testutil import PRIORS, SMALL_ARCHS, seeded_images, seeded_model
 
 GOLDEN = Path(__file__).parent / "golden" / "bitstreams.json"
 REGEN = os.environ.get("ENTROGUARD_REGEN_GOLDEN") == "1"

@@ -11,7 +11,7 @@ import struct
 import matplotlib
 import numpy as np
 import pytest
-from conftest import seeded_model
+from eg_testutil import seeded_model
 
 from entroguard.campaign.config import parse_config
 from entroguard.campaign.runner import run_campaign

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SMALL_ARCHS, seeded_images, seeded_model
+from eg_testutil import SMALL_ARCHS, seeded_images, seeded_model
 
 from entroguard.errors import InputError, ModelMismatchError
 from entroguard.packet import PacketError, parse_packet

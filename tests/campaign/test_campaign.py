@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import seeded_model
+from eg_testutil import seeded_model
 
 from entroguard.campaign import ConfigError, load_config, run_campaign
 from entroguard.campaign.config import parse_config

@@ -16,6 +16,9 @@ Example::
         eps: [2, 4, 8, 16, 32]    # in grey levels (eps x 255)
         n_images: 64              # optional: fewer images for the costly attacks
         params: {steps: 20, noise_copies: 16}
+      - attack: rate_pgd_through  # adaptive: measured behind the defence it adapts to
+        eps: [8]
+        params: {defense: object_tv}
 
 Every error names the offending key, e.g. ``threats[2].eps: expected a list of numbers``.
 """
@@ -28,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from entroguard.threats.threat import CORRUPTION_PREFIX, Threat
+from entroguard.threats.threat import CORRUPTION_PREFIX, Threat, attack_registry
 
 
 class ConfigError(ValueError):
@@ -86,8 +89,9 @@ def _number_list(value: Any, key: str) -> list[float]:
 
 
 def _parse_threat(item: Any, key: str) -> ThreatGroup:
-    from entroguard.threats.attacks import ATTACKS
     from entroguard.threats.corruptions import CORRUPTIONS
+
+    ATTACKS = attack_registry()
 
     if item == "clean":
         return ThreatGroup((Threat("clean"),))
@@ -167,7 +171,7 @@ def parse_config(raw: Any, source: str = "config") -> CampaignConfig:
         from entroguard.defenses import known_defenses
 
         for d in defenses:
-            if d not in known_defenses():
+            if d != "none" and d not in known_defenses():
                 raise ConfigError(f"defenses: unknown defence {d!r}; known: {known_defenses()}")
     cfg.defenses = defenses if "none" in defenses else ["none", *defenses]
     if "dataset" in raw:

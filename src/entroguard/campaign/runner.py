@@ -46,12 +46,36 @@ def _threatened(
     return out
 
 
+def _defense_for(threat: Threat, defense: str):
+    """The defence instance measured for ``threat``: an attack through a defence brings its
+    own (with the hyper-parameters it attacked), any other defence is built by name."""
+    from entroguard.defenses import build_defense
+
+    if defense == "none":
+        return None
+    if threat.adapts_to == defense and "defense_params" in threat.params:
+        return build_defense(defense, **threat.params["defense_params"])
+    return build_defense(defense)
+
+
 def _measure(
-    model: SplitClassifier, batches: list[tuple[torch.Tensor, torch.Tensor]], defense: str
+    model: SplitClassifier,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    threat: Threat,
+    defense: str,
 ) -> Measurement:
-    if defense != "none":
-        raise ValueError(f"defence {defense!r} is not available")
-    return Measurement.concat([measure_batch(model, x, y) for x, y in batches])
+    """Measure the batches through the real bitstream, after ``defense`` (or none)."""
+    d = _defense_for(threat, defense)
+    parts = []
+    for x, y in batches:
+        parts.append(measure_batch(model, x if d is None else d(model, x), y))
+    return Measurement.concat(parts)
+
+
+def _defenses_for(threat: Threat, defenses: list[str]) -> list[str]:
+    """Adaptive attacks are measured behind the defence they adapt to, and only there."""
+    adapts_to = threat.adapts_to
+    return [adapts_to] if adapts_to is not None else defenses
 
 
 def run_campaign(
@@ -74,7 +98,7 @@ def run_campaign(
         plan = [
             (threat, min(n, n_total), defense, ref)
             for threat, n in config.threats
-            for defense in config.defenses
+            for defense in _defenses_for(threat, config.defenses)
             for ref in refs
             if ConditionId(ref.name, threat.name, threat.strength, defense).key not in done
         ]
@@ -96,7 +120,7 @@ def run_campaign(
                     cache[key] = _threatened(threat, None, "", data, n, config.batch_size,
                                              config.seed)  # fmt: skip
                 batches = cache[key]
-            result = _measure(model, batches, defense)
+            result = _measure(model, batches, threat, defense)
             cid = ConditionId(ref.name, threat.name, threat.strength, defense)
             store.add(cid, ref.info(), json.dumps(threat.params, sort_keys=True),
                       np.arange(n), result, time.perf_counter() - t0)  # fmt: skip

@@ -1,10 +1,56 @@
-"""Defences: pre-processors applied on the device before the head codes the image."""
+"""Defences: pre-processors applied on the device before the head codes the image.
+
+Each is called as ``defense(model, images) -> images`` on a batch (B, 3, H, W) in [0, 1] and
+has ``defense.differentiable(model, images)`` for adaptive attacks (exact gradient or BPDA,
+see :mod:`entroguard.defenses.base`). Campaigns build them by name::
+
+    >>> defense = build_defense("object_tv", tv_weight=0.1)
+    >>> x_def = defense(model, x_adv)
+"""
 
 from __future__ import annotations
 
-DEFENSES: dict[str, type] = {}
+import difflib
+
+from entroguard.defenses.base import Defense
+from entroguard.defenses.denoise import ObjectAwareTV, TotalVariation
+from entroguard.defenses.filters import JPEG, GaussianBlur, LowPass
+
+__all__ = [
+    "DEFENSES",
+    "JPEG",
+    "Defense",
+    "GaussianBlur",
+    "LowPass",
+    "ObjectAwareTV",
+    "TotalVariation",
+    "build_defense",
+    "known_defenses",
+]
+
+#: Defence classes by the name used in campaign configs and result rows (``defense`` column).
+DEFENSES: dict[str, type[Defense]] = {
+    cls.name: cls for cls in (ObjectAwareTV, TotalVariation, LowPass, JPEG, GaussianBlur)
+}
 
 
 def known_defenses() -> list[str]:
     """Names accepted in a campaign's ``defenses`` list (besides ``none``)."""
     return sorted(DEFENSES)
+
+
+def build_defense(name: str, **params) -> Defense:
+    """Build the defence ``name`` with its hyper-parameters ``params``.
+
+    Args:
+        name: a key of :data:`DEFENSES` (``object_tv``, ``tv``, ``lowpass``, ``jpeg``,
+            ``gaussian_blur``).
+        params: the defence's hyper-parameters (e.g. ``tv_weight=0.1`` or ``quality=75``).
+    """
+    if name not in DEFENSES:
+        close = difflib.get_close_matches(name, DEFENSES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"unknown defence {name!r}: choose one of {', '.join(known_defenses())}{hint}"
+        )
+    return DEFENSES[name](**params)

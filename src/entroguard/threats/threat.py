@@ -1,7 +1,8 @@
 """One threat condition: a name from DESIGN.md's vocabulary, a strength and parameters.
 
 Names: ``clean``, ``corruption/<imagenet-c name>`` (strength = severity 1-5), ``rate_pgd``,
-``clf_pgd``, ``noise`` (strength = eps x 255), and later the adaptive attacks.
+``clf_pgd``, ``noise`` and the adaptive attacks ``rate_lowfreq``, ``rate_region``,
+``rate_pgd_through`` (strength = eps x 255).
 """
 
 from __future__ import annotations
@@ -15,6 +16,22 @@ from torch import Tensor
 from entroguard.models.split import SplitClassifier
 
 CORRUPTION_PREFIX = "corruption/"
+
+
+def attack_registry() -> dict[str, type]:
+    """Every attack a campaign can name: the white-box attacks and the adaptive ones."""
+    from entroguard.threats.adaptive import ADAPTIVE_ATTACKS
+    from entroguard.threats.attacks import ATTACKS
+
+    return {**ATTACKS, **ADAPTIVE_ATTACKS}
+
+
+def build_threat_attack(name: str, eps_255: float, params: dict):
+    """The attack ``name`` with budget ``eps_255 / 255`` and hyper-parameters ``params``."""
+    registry = attack_registry()
+    if name not in registry:
+        raise ValueError(f"unknown attack {name!r}; known: {', '.join(registry)}")
+    return registry[name](eps=float(eps_255) / 255.0, **params)
 
 
 @dataclass(frozen=True)
@@ -43,6 +60,18 @@ class Threat:
         """Whether the threatened images depend on the model (white-box attacks)."""
         return self.kind == "attack"
 
+    @property
+    def adapts_to(self) -> str | None:
+        """The defence an adaptive attack is measured behind (its ``defense`` column), else
+        ``None``."""
+        if self.kind != "attack":
+            return None
+        from entroguard.threats.adaptive import ADAPTIVE_ATTACKS
+
+        if self.name not in ADAPTIVE_ATTACKS:
+            return None
+        return build_threat_attack(self.name, self.strength, self.params).adapts_to
+
     def seed_for(self, base_seed: int, model_name: str = "") -> int:
         """A seed derived from the condition, so reruns and resumes give identical images."""
         owner = model_name if self.model_dependent else ""
@@ -70,11 +99,9 @@ class Threat:
 
             name = self.name[len(CORRUPTION_PREFIX) :]
             return corrupt_batch(images, name, int(self.strength), seed=seed, offset=offset)
-        from entroguard.threats.attacks import build_attack
-
         if model is None:
             raise ValueError(f"{self.name} is a white-box attack and needs the model")
-        attack = build_attack(self.name, self.strength, **self.params)
+        attack = build_threat_attack(self.name, self.strength, self.params)
         generator = torch.Generator(device=images.device).manual_seed(seed + offset)
         return attack(model, images, labels, generator)
 
@@ -97,10 +124,9 @@ def parse_threat_name(name: str) -> str:
         if name[len(CORRUPTION_PREFIX) :] not in CORRUPTIONS:
             raise ValueError(f"unknown corruption {name!r}; known: {', '.join(CORRUPTIONS)}")
         return name
-    from entroguard.threats.attacks import ATTACKS
-
-    if name not in ATTACKS:
+    attacks = attack_registry()
+    if name not in attacks:
         raise ValueError(
-            f"unknown threat {name!r}; known: clean, corruption/<name>, {', '.join(ATTACKS)}"
+            f"unknown threat {name!r}; known: clean, corruption/<name>, {', '.join(attacks)}"
         )
     return name

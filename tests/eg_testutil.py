@@ -1,0 +1,26 @@
+"""Test helpers shared by the test modules (a uniquely named module: ``conftest`` is not)."""
+
+from __future__ import annotations
+
+import torch
+
+from entroguard.models import SplitClassifier, build_model
+
+SMALL_ARCHS = ("resnet_s", "regnet_s", "mobilenetv2_s")
+PRIORS = ("fp", "mshp")
+
+
+def seeded_model(arch: str, prior: str, seed: int = 0) -> SplitClassifier:
+    """A split model with seeded random weights, in eval mode, coder tables built."""
+    torch.manual_seed(seed)
+    model = build_model(arch, prior).eval()
+    model.prepare_coding()
+    return model
+
+
+def seeded_images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
+    """``n`` smooth-ish random images (B, 3, size, size) in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, size // 4, size // 4, generator=g)
+    x = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear")
+    return (x + 0.05 * torch.rand(n, 3, size, size, generator=g)).clamp(0, 1)

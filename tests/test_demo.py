@@ -1,0 +1,27 @@
+"""The main job end to end: `entroguard demo` on the shipped zoo (small image count)."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_writes_every_condition_and_the_report(tmp_path):
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "entroguard.cli", "demo", "--out", str(out), "--n-images", "4"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with (out / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    # 24 models x (clean + 19 x 5 corruptions + 3 attacks x 5 budgets)
+    assert len(rows) == 24 * (1 + 95 + 15)
+    assert {r["defense"] for r in rows} == {"none"}
+    rate = [float(r["rate_change_pct"]) for r in rows if r["threat"] == "rate_pgd"]
+    assert sum(rate) / len(rate) > 10, "the rate attack should inflate the bitstream"
+    html = (out / "report.html").read_text()
+    assert "Corruptions" in html and "Attacks" in html and "data:image/png;base64" in html
+    assert "resnet_s-fp-beta0.01" in done.stdout  # the clean table is printed
