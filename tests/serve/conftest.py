@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from entroguard.models.split import SplitClassifier
 from serve_helpers import make_model, smooth_images, stats_of
+
+from entroguard.models.split import SplitClassifier
 
 
 @pytest.fixture(scope="session")

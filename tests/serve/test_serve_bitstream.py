@@ -34,7 +34,7 @@ def _fp_tables(model):
 @pytest.mark.parametrize("prior", ["fp", "mshp"])
 def test_every_encoder_output_passes_and_decodes_unchanged(prior):
     model = make_model(prior, seed=3)
-    images = torch.cat([smooth_images(12, seed=4), noise_images(12, seed=5)])
+    images = torch.cat([smooth_images(6, seed=4), noise_images(6, seed=5)])
     encoded = model.compress(images)
     expected = model.decompress(encoded)
     assert harden_decoder(model)["entropy_models"] >= 1
@@ -53,7 +53,7 @@ def test_bypass_coded_values_pass():
     big = torch.randint(-(2**20), 2**20, (512,), generator=g).tolist()
     small = torch.randint(-3, 4, (512,), generator=g).tolist()
     symbols = [b if i % 5 == 0 else s for i, (b, s) in enumerate(zip(big, small, strict=True))]
-    symbols[7] = 2**30  # 8 bypass nibbles
+    symbols[7] = 2**26  # 7 bypass nibbles (CompressAI's encoder never returns from 2**28 on)
     string = RansEncoder().encode_with_indexes(symbols, indexes, cdfs, sizes, offsets)
     check_rans_string(string, indexes, cdfs, sizes)
     decoder = CheckedRansDecoder()
@@ -132,7 +132,7 @@ FUZZ_DECODE = textwrap.dedent(
             for _ in range(rng.choice([1, 2, 8])):
                 s[rng.randrange(len(s))] = rng.getrandbits(8)
         elif kind == 1:
-            s = bytearray(b"\\xff" * rng.choice([8, 64, 700, 4096]))
+            s = bytearray(b"\\xff" * rng.choice([8, 64, 700, 4096, 20000, 60000]))
         elif kind == 2:
             s = bytearray(rng.getrandbits(8) for _ in range(rng.choice([8, 12, 64, 1000])))
         else:
@@ -153,9 +153,7 @@ def test_corrupt_strings_never_crash_the_decoder(prior, tmp_path):
     from pathlib import Path
 
     code = FUZZ_DECODE.format(helpers=str(Path(__file__).parent), prior=prior, n=400)
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     refused, decoded = map(int, done.stdout.split())
     assert refused + decoded == 400 and refused > 100

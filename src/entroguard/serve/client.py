@@ -161,7 +161,7 @@ class EdgeClient:
                 response = self._http.request(
                     method, path, content=content, headers=headers, params=params
                 )
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if last:
                     raise ServerUnreachableError(self._unreachable(exc)) from None
                 self._wait(None, attempt)
@@ -171,6 +171,15 @@ class EdgeClient:
                     raise ServerUnreachableError(
                         f"the server at {self.server} did not answer in time ({exc!r}); it may "
                         "be overloaded: raise --timeout or lower the request rate"
+                    ) from None
+                self._wait(None, attempt)
+                continue
+            except httpx.TransportError as exc:  # connection dropped mid-request
+                if last:
+                    raise ServerUnreachableError(
+                        f"the connection to the server at {self.server} broke during the "
+                        f"request ({type(exc).__name__}: {exc}) after {self.retries + 1} tries: "
+                        "check the server's log and the network"
                     ) from None
                 self._wait(None, attempt)
                 continue

@@ -66,7 +66,7 @@ def check_attack_inputs(images: Tensor, labels: Tensor | None, needs_labels: boo
         )
     if not images.is_floating_point():
         raise InputError(f"images must be float in [0, 1], got {images.dtype}: divide by 255")
-    if images.numel() and (images.min() < 0 or images.max() > 1):
+    if images.numel() and (images.min() < -1e-6 or images.max() > 1 + 1e-6):
         raise InputError(
             f"images must be in [0, 1], got values in [{images.min():.3g}, {images.max():.3g}]; "
             "do not normalise them, the model does"

@@ -54,6 +54,11 @@ class RatePGD(PGDAttack):
     budget and still refine it (an absolute step of 0.1 would jump to the corners at every step
     for every eps <= 25/255 and make the attack a repeated FGSM).
 
+    Randomness: the noise of every copy and the random start are drawn from the call's
+    generator for the whole batch, so they depend on the batch an image is in; with
+    ``quantization="ste"`` and no random start the attack of an image does not depend on the
+    rest of its batch.
+
     Args:
         eps: budget in [0, 1] pixel units (L-infinity bound, or L2 radius per image).
         steps: ascent steps.
