@@ -233,3 +233,39 @@ def test_byte_budget_429_with_retry_after(fp_model, fp_stats):
                 'entroguard_rejections_total{reason="rate_limited"} 1'
                 in client.get("/metrics").text
             )
+
+
+def test_503_with_retry_after_when_too_many_requests_are_in_flight(fp_model, fp_stats):
+    import threading
+
+    packet = fp_model.to_packets(smooth_images(1, seed=5))[0]
+    gate = threading.Event()
+    with live_app(fp_model, fp_stats, limits=ServeLimits(max_in_flight=1)) as (url, app):
+        engine = app.state.engine
+        real_infer = engine.infer
+
+        def held(*args):
+            gate.wait(30)
+            return real_infer(*args)
+
+        engine.infer = held
+        first: dict = {}
+
+        def send_first():
+            with httpx.Client(base_url=url, timeout=60) as c:
+                first["r"] = c.post("/v1/infer", content=packet, headers=OCTET)
+
+        thread = threading.Thread(target=send_first)
+        thread.start()
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for _ in range(500):  # wait until the first request is inside the engine
+                if client.get("/v1/health").json()["in_flight"] == 1:
+                    break
+                threading.Event().wait(0.01)
+            r = client.post("/v1/infer", content=packet, headers=OCTET)
+            _assert_error(r, 503, "overloaded")
+            assert r.headers["retry-after"] == "1"
+            gate.set()
+            thread.join(30)
+            assert first["r"].status_code == 200
+            assert client.post("/v1/infer", content=packet, headers=OCTET).status_code == 200
