@@ -38,7 +38,7 @@ from torch import Tensor
 from entroguard.errors import CheckpointError
 from entroguard.models.imagenet import ARCHS, IMAGENET_CLASSES, build_imagenet, canonical_arch
 from entroguard.models.split import CODER_TABLE_SUFFIXES, SplitClassifier
-from entroguard.train.checkpoint import load_learned_state
+from entroguard.train.checkpoint import load_learned_state, state_mismatch
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 
@@ -323,29 +323,15 @@ def load_torchvision_weights(
     for k in expected:
         if k not in state and k.endswith(".num_batches_tracked"):
             state[k] = expected[k].clone()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(
-        k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape)
-    )
-    if missing or unexpected or wrong:
-        detail = []
-        if missing:
-            detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong:
-            k = wrong[0]
-            detail.append(
-                f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs "
-                f"{tuple(expected[k].shape)})"
-            )
+    mismatch = state_mismatch(expected, state)
+    if mismatch is not None:
+        detail, wrong = mismatch
         hint = ""
         if "backbone_tail.fc.weight" in wrong:
             hint = f"; build the model with num_classes={state['backbone_tail.fc.weight'].shape[0]}"
         raise CheckpointError(
             f"{path.name} does not fit the backbone of a {model.spec.arch} model: "
-            + "; ".join(detail)
+            + detail
             + f". Pass the weights of a {model.spec.arch} classifier{hint}"
         )
     model.load_state_dict(state, strict=False)

@@ -116,29 +116,39 @@ def load_checkpoint(
     return model
 
 
-def load_learned_state(model: SplitClassifier, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy ``state`` into ``model``, with one clear error naming what does not fit."""
-    expected = model.learned_state()
+def state_mismatch(
+    expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]
+) -> tuple[str, list[str]] | None:
+    """What keeps ``state`` from loading where ``expected`` is: ``None`` when it fits, else a
+    summary ("2 missing (e.g. k); 1 of another shape (...)") and the keys of another shape."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(
         k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape)
     )
-    if missing or unexpected or wrong:
-        detail = []
-        if missing:
-            detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong:
-            k = wrong[0]
-            detail.append(
-                f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs "
-                f"{tuple(expected[k].shape)})"
-            )
+    if not (missing or unexpected or wrong):
+        return None
+    detail = []
+    if missing:
+        detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if wrong:
+        k = wrong[0]
+        detail.append(
+            f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs "
+            f"{tuple(expected[k].shape)})"
+        )
+    return "; ".join(detail), wrong
+
+
+def load_learned_state(model: SplitClassifier, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``state`` into ``model``, with one clear error naming what does not fit."""
+    mismatch = state_mismatch(model.learned_state(), state)
+    if mismatch is not None:
         raise CheckpointError(
             f"{source} does not fit a {model.spec.arch}/{model.spec.prior} model: "
-            + "; ".join(detail)
+            + mismatch[0]
             + ". It is a checkpoint of another architecture; load it with the matching --arch"
         )
     model.load_state_dict(state, strict=False)
