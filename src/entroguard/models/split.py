@@ -20,6 +20,18 @@ from entroguard.codec import CodecOutput, LatentCodec, Quantization
 from entroguard.errors import InputError, ModelMismatchError
 from entroguard.packet import Packet, parse_packet
 
+
+def check_unit_float(images: Tensor) -> None:
+    """Raise ``InputError`` unless ``images`` is a float tensor with values in [0, 1]."""
+    if not images.is_floating_point():
+        raise InputError(f"images must be float in [0, 1], got {images.dtype}: divide by 255")
+    if images.numel() and (images.min() < -1e-6 or images.max() > 1 + 1e-6):
+        raise InputError(
+            f"images must be in [0, 1], got values in [{images.min():.3g}, {images.max():.3g}]; "
+            "do not normalise them, the model does"
+        )
+
+
 CODER_TABLE_SUFFIXES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 
@@ -147,13 +159,7 @@ class SplitClassifier(nn.Module):
                 f"{self.spec.arch} expects images of shape (B, 3, {h}, {w}), got "
                 f"{tuple(x.shape)}{hint}; resize or pad them (entroguard.data does this)"
             )
-        if not x.is_floating_point():
-            raise InputError(f"images must be float in [0, 1], got {x.dtype}: divide by 255")
-        if x.numel() and (x.min() < -1e-6 or x.max() > 1 + 1e-6):
-            raise InputError(
-                f"images must be in [0, 1], got values in [{x.min():.3g}, {x.max():.3g}]; "
-                "do not normalise them, the model does"
-            )
+        check_unit_float(x)
 
     # ------------------------------------------------------------- the head
     def analyze(self, x: Tensor) -> Tensor:

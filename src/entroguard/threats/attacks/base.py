@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from entroguard.errors import InputError
+from entroguard.models.split import check_unit_float
 from entroguard.threats.attacks.projection import (
     Norm,
     ascent_step,
@@ -64,13 +65,7 @@ def check_attack_inputs(images: Tensor, labels: Tensor | None, needs_labels: boo
             f"images must be a batch (B, 3, H, W), got shape {tuple(images.shape)}"
             + ("; add a batch dimension with x.unsqueeze(0)" if images.dim() == 3 else "")
         )
-    if not images.is_floating_point():
-        raise InputError(f"images must be float in [0, 1], got {images.dtype}: divide by 255")
-    if images.numel() and (images.min() < -1e-6 or images.max() > 1 + 1e-6):
-        raise InputError(
-            f"images must be in [0, 1], got values in [{images.min():.3g}, {images.max():.3g}]; "
-            "do not normalise them, the model does"
-        )
+    check_unit_float(images)
     if labels is None:
         if needs_labels:
             raise InputError("this attack needs the true labels: pass labels=(B,) int64 tensor")
