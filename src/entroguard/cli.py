@@ -129,6 +129,18 @@ def zoo_cmd(
     typer.echo(format_table(rows, cols))
 
 
+WORKERS_HELP = "Processes measuring in parallel (0: one per CPU core, at most one per model)."
+
+
+def _workers(requested: int, cfg, zoo_dir: Path | None) -> int:
+    if requested > 0:
+        return requested
+    from entroguard.campaign.models import resolve_models
+    from entroguard.campaign.runner import default_workers
+
+    return default_workers(len(resolve_models(cfg.models, zoo_dir)))
+
+
 @app.command()
 def campaign(
     config: Annotated[Path, typer.Argument(help="Campaign YAML (see entroguard.campaign.config).")],
@@ -137,13 +149,14 @@ def campaign(
         Path | None, typer.Option(help="Folder of zoo checkpoints (default: shipped).")
     ] = None,
     report: Annotated[bool, typer.Option(help="Also write report.html.")] = True,
+    workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 0,
 ) -> None:
     """Run a resumable campaign grid; rerun the same command to continue after a crash."""
     from entroguard.campaign import load_config, run_campaign
 
     try:
         cfg = load_config(config)
-        csv_path = run_campaign(cfg, out, zoo_dir=zoo_dir)
+        csv_path = run_campaign(cfg, out, zoo_dir=zoo_dir, workers=_workers(workers, cfg, zoo_dir))
     except (EntroguardError, ValueError) as exc:
         _fail(exc)
     typer.echo(f"results: {csv_path} and {out / 'results.sqlite'}")
@@ -178,6 +191,7 @@ def demo(
     zoo_dir: Annotated[
         Path | None, typer.Option(help="Folder of zoo checkpoints (default: shipped).")
     ] = None,
+    workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 0,
 ) -> None:
     """The main job on the embedded default: the zoo under corruptions and attacks, a report."""
     import time
@@ -188,7 +202,7 @@ def demo(
     t0 = time.perf_counter()
     try:
         cfg = demo_config(n_images)
-        run_campaign(cfg, out, zoo_dir=zoo_dir)
+        run_campaign(cfg, out, zoo_dir=zoo_dir, workers=_workers(workers, cfg, zoo_dir))
         print_summary(out)
     except (EntroguardError, ValueError) as exc:
         _fail(exc)

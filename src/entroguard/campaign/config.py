@@ -7,11 +7,15 @@ Example::
     batch_size: 128
     seed: 0
     models: zoo                   # or a list of zoo names / checkpoint paths
-    defenses: [none]
+    defenses:                     # measured after every threat unless an entry says otherwise
+      - none
+      - object_tv: {tv_weight: 0.1, steps: 100}   # a name, or a name with its parameters
+      - jpeg
     threats:
       - clean
       - corruption: all           # or a list of ImageNet-C names
         severities: [1, 2, 3, 4, 5]
+        defenses: [none]          # optional: this entry's defences (a subset of the above)
       - attack: rate_pgd
         eps: [2, 4, 8, 16, 32]    # in grey levels (eps x 255)
         n_images: 64              # optional: fewer images for the costly attacks
@@ -19,12 +23,16 @@ Example::
       - attack: rate_pgd_through  # adaptive: measured behind the defence it adapts to
         eps: [8]
         params: {defense: object_tv}
+        models: ["*-beta0.01"]    # optional: model names or shell-style patterns
 
 Every error names the offending key, e.g. ``threats[2].eps: expected a list of numbers``.
+An adaptive attack through a defence attacks it with the campaign's parameters for that
+defence unless its own ``params.defense_params`` say otherwise.
 """
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,10 +48,25 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ThreatGroup:
-    """Threats measured on the same number of images."""
+    """One ``threats`` entry: threats measured on the same images, models and defences.
+
+    Attributes:
+        threats: the entry's conditions (one per strength).
+        n_images: fewer images than the campaign's ``n_images`` (None: all of them).
+        defenses: the entry's defences (None: the campaign's list).
+        models: model names or shell-style patterns (None: every model of the campaign).
+        key: where the entry is in the config (``threats[3]``), for error messages.
+    """
 
     threats: tuple[Threat, ...]
     n_images: int | None = None
+    defenses: tuple[str, ...] | None = None
+    models: tuple[str, ...] | None = None
+    key: str = "threats"
+
+    def selects(self, model_name: str) -> bool:
+        """Whether this entry is measured on ``model_name``."""
+        return self.models is None or any(fnmatch.fnmatchcase(model_name, p) for p in self.models)
 
 
 @dataclass
@@ -53,19 +76,38 @@ class CampaignConfig:
     models: list[str] | str = "zoo"
     threat_groups: list[ThreatGroup] = field(default_factory=list)
     defenses: list[str] = field(default_factory=lambda: ["none"])
+    defense_params: dict[str, dict] = field(default_factory=dict)
     dataset: str = "fashion-mnist"
     n_images: int = 256
     batch_size: int = 128
     seed: int = 0
 
-    @property
-    def threats(self) -> list[tuple[Threat, int]]:
-        """Every threat with its number of images, clean first."""
+    def conditions(self) -> list[PlannedThreat]:
+        """Every threat with its images, defences and entry, clean first."""
         out = []
         for group in self.threat_groups:
             n = min(group.n_images or self.n_images, self.n_images)
-            out += [(t, n) for t in group.threats]
-        return sorted(out, key=lambda tn: tn[0].kind != "clean")
+            for t in group.threats:
+                if t.adapts_to is not None:
+                    defenses = (t.adapts_to,)
+                elif group.defenses is not None:
+                    defenses = group.defenses
+                else:
+                    defenses = tuple(self.defenses)
+                out.append(PlannedThreat(t, n, defenses, group))
+        return sorted(out, key=lambda p: p.threat.kind != "clean")
+
+
+@dataclass(frozen=True)
+class PlannedThreat:
+    """A threat as the campaign measures it: on ``n`` images, behind each of ``defenses``
+    (an adaptive attack only behind the defence it adapts to), on the models its ``group``
+    selects."""
+
+    threat: Threat
+    n: int
+    defenses: tuple[str, ...]
+    group: ThreatGroup
 
 
 TOP_KEYS = {"models", "threats", "defenses", "dataset", "n_images", "batch_size", "seed"}
@@ -88,20 +130,108 @@ def _number_list(value: Any, key: str) -> list[float]:
     return [float(v) for v in value]
 
 
+ENTRY_KEYS = {"n_images", "defenses", "models"}
+
+
+def _name_list(value: Any, key: str, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{key}: expected a non-empty list of {what}, got {value!r}")
+    return tuple(value)
+
+
+def _entry_scope(item: dict, key: str) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
+    """An entry's optional ``defenses`` and ``models`` lists (checked against the campaign's
+    defences and models later, when both are known)."""
+    defenses = item.get("defenses")
+    if defenses is not None:
+        defenses = _name_list(defenses, f"{key}.defenses", "defence names")
+    models = item.get("models")
+    if models is not None:
+        models = _name_list(models, f"{key}.models", "model names or patterns")
+    return defenses, models
+
+
+def _parse_defenses(raw: Any) -> tuple[list[str], dict[str, dict]]:
+    """The top-level ``defenses`` list: names, or one-key mappings ``{name: {params}}``."""
+    from entroguard.defenses import build_defense, known_defenses
+
+    if raw is None:
+        return ["none"], {}
+    if not isinstance(raw, list):
+        raise ConfigError("defenses: expected a list of defence names")
+    names: list[str] = []
+    params: dict[str, dict] = {}
+    for i, entry in enumerate(raw):
+        key = f"defenses[{i}]"
+        if isinstance(entry, dict) and len(entry) == 1:
+            ((name, p),) = entry.items()
+            p = p or {}
+            if not isinstance(p, dict):
+                raise ConfigError(f"{key}.{name}: expected a mapping of parameters, got {p!r}")
+        elif isinstance(entry, str):
+            name, p = entry, {}
+        else:
+            raise ConfigError(f"{key}: expected a defence name or {{name: {{params}}}}")
+        if name != "none" and name not in known_defenses():
+            raise ConfigError(f"{key}: unknown defence {name!r}; known: {known_defenses()}")
+        if name in names:
+            raise ConfigError(f"{key}: defence {name!r} is listed twice")
+        if name != "none":
+            try:
+                build_defense(name, **p)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{key}.{name}: {exc}") from exc
+            if p:
+                params[name] = dict(p)
+        names.append(name)
+    return (names if "none" in names else ["none", *names]), params
+
+
+def _with_deployed_defense(group: ThreatGroup, cfg: CampaignConfig) -> ThreatGroup:
+    """An attack through a defence attacks it as the campaign deploys it: the campaign's
+    parameters for that defence, unless the entry gives its own ``defense_params``."""
+    threats = []
+    for t in group.threats:
+        attack = attack_registry().get(t.name)
+        adapts_to = t.adapts_to
+        takes_params = attack is not None and "defense_params" in getattr(attack, "hparams", ())
+        if takes_params and adapts_to in cfg.defense_params and "defense_params" not in t.params:
+            t = Threat(
+                t.name, t.strength, {**t.params, "defense_params": cfg.defense_params[adapts_to]}
+            )
+        threats.append(t)
+    return ThreatGroup(tuple(threats), group.n_images, group.defenses, group.models, group.key)
+
+
+def _check_scope(group: ThreatGroup, cfg: CampaignConfig) -> None:
+    for d in group.defenses or ():
+        if d not in cfg.defenses:
+            raise ConfigError(
+                f"{group.key}.defenses: {d!r} is not one of the campaign's defences "
+                f"({', '.join(cfg.defenses)}); add it to the top-level defenses list"
+            )
+    if group.defenses is not None and any(t.adapts_to for t in group.threats):
+        raise ConfigError(
+            f"{group.key}.defenses: an adaptive attack is measured behind the defence it adapts "
+            "to; set params.defense instead"
+        )
+
+
 def _parse_threat(item: Any, key: str) -> ThreatGroup:
     from entroguard.threats.corruptions import CORRUPTIONS
 
     ATTACKS = attack_registry()
 
     if item == "clean":
-        return ThreatGroup((Threat("clean"),))
+        return ThreatGroup((Threat("clean"),), key=key)
     if not isinstance(item, dict):
         raise ConfigError(f"{key}: expected 'clean' or a mapping, got {item!r}")
     n_images = item.get("n_images")
     if n_images is not None:
         n_images = _positive_int(n_images, f"{key}.n_images")
+    scope = _entry_scope(item, key)
     if "corruption" in item:
-        unknown = set(item) - {"corruption", "severities", "n_images"}
+        unknown = set(item) - {"corruption", "severities", *ENTRY_KEYS}
         if unknown:
             raise ConfigError(f"{key}.{sorted(unknown)[0]}: unknown key for a corruption entry")
         names = item["corruption"]
@@ -120,9 +250,9 @@ def _parse_threat(item: Any, key: str) -> ThreatGroup:
             if s not in (1, 2, 3, 4, 5):
                 raise ConfigError(f"{key}.severities: severities are 1-5, got {s:g}")
         threats = tuple(Threat(CORRUPTION_PREFIX + n, s) for n in names for s in severities)
-        return ThreatGroup(threats, n_images)
+        return ThreatGroup(threats, n_images, *scope, key)
     if "attack" in item:
-        unknown = set(item) - {"attack", "eps", "params", "n_images"}
+        unknown = set(item) - {"attack", "eps", "params", *ENTRY_KEYS}
         if unknown:
             raise ConfigError(f"{key}.{sorted(unknown)[0]}: unknown key for an attack entry")
         name = item["attack"]
@@ -138,7 +268,7 @@ def _parse_threat(item: Any, key: str) -> ThreatGroup:
             raise ConfigError(f"{key}.params: {exc}") from exc
         except ValueError as exc:
             raise ConfigError(f"{key}.params: {exc}") from exc
-        return ThreatGroup(tuple(Threat(name, e, dict(params)) for e in eps), n_images)
+        return ThreatGroup(tuple(Threat(name, e, dict(params)) for e in eps), n_images, *scope, key)
     raise ConfigError(f"{key}: expected a 'corruption' or an 'attack' key, or 'clean'")
 
 
@@ -164,16 +294,10 @@ def parse_config(raw: Any, source: str = "config") -> CampaignConfig:
     cfg.threat_groups = [_parse_threat(t, f"threats[{i}]") for i, t in enumerate(threats)]
     if not any(t.name == "clean" for g in cfg.threat_groups for t in g.threats):
         cfg.threat_groups.insert(0, ThreatGroup((Threat("clean"),)))
-    defenses = raw.get("defenses", ["none"]) or ["none"]
-    if not isinstance(defenses, list) or not all(isinstance(d, str) for d in defenses):
-        raise ConfigError("defenses: expected a list of defence names")
-    if defenses != ["none"]:
-        from entroguard.defenses import known_defenses
-
-        for d in defenses:
-            if d != "none" and d not in known_defenses():
-                raise ConfigError(f"defenses: unknown defence {d!r}; known: {known_defenses()}")
-    cfg.defenses = defenses if "none" in defenses else ["none", *defenses]
+    cfg.defenses, cfg.defense_params = _parse_defenses(raw.get("defenses"))
+    for group in cfg.threat_groups:
+        _check_scope(group, cfg)
+    cfg.threat_groups = [_with_deployed_defense(g, cfg) for g in cfg.threat_groups]
     if "dataset" in raw:
         if not isinstance(raw["dataset"], str):
             raise ConfigError("dataset: expected a name")

@@ -1,81 +1,82 @@
 """Run a campaign: every (threat, defence, model) condition, measured through real bytes.
 
-Model-independent threats (corruptions) are computed once and shared by every model; attacks
-are computed per model. Each finished condition is committed to SQLite at once, so a killed
-campaign resumes where it stopped when run again with the same command.
+Model-independent threats (corruptions) are computed once, in this process, and shared by
+every model; attacks are computed per model. Tasks (one threat on one model, behind each of
+its defences) run here or in ``workers`` processes; either way each finished condition is
+committed to SQLite by this process at once, so a killed campaign resumes where it stopped
+when run again with the same command.
 """
 
 from __future__ import annotations
 
-import gc
-import json
-import time
+import multiprocessing
+import os
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from entroguard.campaign.config import CampaignConfig
+from entroguard.campaign.config import CampaignConfig, ConfigError
 from entroguard.campaign.export import write_csv
+from entroguard.campaign.measurer import ConditionResult, Measurer, Task, threatened
 from entroguard.campaign.models import ModelRef, resolve_models
 from entroguard.campaign.store import ConditionId, ResultStore
 from entroguard.data import ImageSet, load_dataset
-from entroguard.errors import InputError
-from entroguard.measure import Measurement, measure_batch
-from entroguard.models import SplitClassifier
-from entroguard.threats.threat import Threat
+from entroguard.errors import EntroguardError
 
 
-def _threatened(
-    threat: Threat,
-    model: SplitClassifier | None,
-    model_name: str,
-    data: ImageSet,
-    n: int,
-    batch_size: int,
-    seed: int,
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The first ``n`` images under ``threat``, in batches of ``(images, labels)``."""
-    out = []
-    seed = threat.seed_for(seed, model_name)
-    for start in range(0, n, batch_size):
-        idx = slice(start, min(start + batch_size, n))
-        images, labels = data.to_float(idx), data.labels[idx]
-        out.append((threat.apply(model, images, labels, seed=seed, offset=start), labels))
-    return out
+class WorkerCrashError(EntroguardError, RuntimeError):
+    """A worker process died (killed, out of memory, or a crash in native code)."""
 
 
-def _defense_for(threat: Threat, defense: str):
-    """The defence instance measured for ``threat``: an attack through a defence brings its
-    own (with the hyper-parameters it attacked), any other defence is built by name."""
-    from entroguard.defenses import build_defense
-
-    if defense == "none":
-        return None
-    if threat.adapts_to == defense and "defense_params" in threat.params:
-        return build_defense(defense, **threat.params["defense_params"])
-    return build_defense(defense)
+def default_workers(n_models: int) -> int:
+    """Worker processes for a campaign: one per CPU core, at most one per model, at most 8."""
+    return max(1, min(os.cpu_count() or 1, n_models, 8))
 
 
-def _measure(
-    model: SplitClassifier,
-    batches: list[tuple[torch.Tensor, torch.Tensor]],
-    threat: Threat,
-    defense: str,
-) -> Measurement:
-    """Measure the batches through the real bitstream, after ``defense`` (or none)."""
-    d = _defense_for(threat, defense)
-    parts = []
-    for x, y in batches:
-        parts.append(measure_batch(model, x if d is None else d(model, x), y))
-    return Measurement.concat(parts)
+def plan_tasks(
+    config: CampaignConfig, refs: list[ModelRef], n_total: int, done: set[str]
+) -> list[Task]:
+    """Every (threat, model) pair with a defence still to measure, threat-major (so shared
+    threatened images are computed once and dropped), clean first."""
+    tasks = []
+    for planned in config.conditions():
+        selected = [r for r in refs if planned.group.selects(r.name)]
+        if not selected:
+            raise ConfigError(
+                f"{planned.group.key}.models: no model of the campaign matches "
+                f"{list(planned.group.models or ())}; models: {', '.join(r.name for r in refs)}"
+            )
+        t = planned.threat
+        for ref in selected:
+            todo = tuple(
+                d
+                for d in planned.defenses
+                if ConditionId(ref.name, t.name, t.strength, d).key not in done
+            )
+            if todo:
+                tasks.append(Task(ref, t, min(planned.n, n_total), todo))
+    return tasks
 
 
-def _defenses_for(threat: Threat, defenses: list[str]) -> list[str]:
-    """Adaptive attacks are measured behind the defence they adapt to, and only there."""
-    adapts_to = threat.adapts_to
-    return [adapts_to] if adapts_to is not None else defenses
+def _with_shared_images(tasks: list[Task], measurer: Measurer) -> Iterator[Task]:
+    """The tasks, model-independent ones carrying their threatened images (computed here once
+    per threat and kept only while that threat's tasks are handed out)."""
+    current: tuple | None = None
+    batches = None
+    for task in tasks:
+        if not task.threat.model_dependent:
+            key = (task.threat.name, task.threat.strength, task.n)
+            if key != current:
+                current = key
+                batches = threatened(task.threat, None, "", measurer.data, task.n,
+                                     measurer.batch_size, measurer.seed)  # fmt: skip
+            task.batches = batches
+        yield task
 
 
 def run_campaign(
@@ -84,59 +85,95 @@ def run_campaign(
     *,
     zoo_dir: str | Path | None = None,
     progress: bool = True,
+    workers: int = 1,
 ) -> Path:
     """Measure every condition of ``config`` not yet in ``out_dir/results.sqlite``.
+
+    Args:
+        config: the campaign grid.
+        out_dir: folder of ``results.sqlite`` and ``results.csv``.
+        zoo_dir: where zoo names are looked up (default: the shipped zoo).
+        progress: show a progress bar (images measured, all defences counted).
+        workers: processes measuring in parallel (1: in this process). Each worker runs torch
+            on ``cpu_count // workers`` threads; results are the same for the same ``workers``.
 
     Returns the path of ``results.csv``, rewritten from the database at the end.
     """
     out_dir = Path(out_dir)
     refs = resolve_models(config.models, zoo_dir)
     data = load_dataset(config.dataset, "test").subset(config.n_images)
-    n_total = len(data)
     with ResultStore(out_dir / "results.sqlite") as store:
-        done = store.done_keys()
-        plan = [
-            (threat, min(n, n_total), defense, ref)
-            for threat, n in config.threats
-            for defense in _defenses_for(threat, config.defenses)
-            for ref in refs
-            if ConditionId(ref.name, threat.name, threat.strength, defense).key not in done
-        ]
-        models: dict[str, SplitClassifier] = {}
-        cache: dict[tuple[str, float], list] = {}
-        bar = tqdm(total=sum(n for _, n, _, _ in plan), unit="img", desc="campaign",
+        tasks = plan_tasks(config, refs, len(data), store.done_keys())
+        measurer = Measurer(data, config.batch_size, config.seed, config.defense_params)
+        bar = tqdm(total=sum(t.n * len(t.defenses) for t in tasks), unit="img", desc="campaign",
                    disable=not progress, dynamic_ncols=True)  # fmt: skip
-        for threat, n, defense, ref in plan:
-            bar.set_postfix_str(f"{ref.name} {threat.name} {threat.strength:g} {defense}")
-            model = models.get(ref.name) or models.setdefault(ref.name, _load(ref, data))
-            t0 = time.perf_counter()
-            if threat.model_dependent:
-                batches = _threatened(threat, model, ref.name, data, n, config.batch_size,
-                                      config.seed)  # fmt: skip
+
+        def record(results: list[ConditionResult]) -> None:
+            for r in results:
+                store.add(r.cid, r.info, r.params, np.arange(r.n), r.measurement, r.seconds)
+                bar.set_postfix_str(f"{r.cid.model} {r.cid.threat} {r.cid.strength:g} "
+                                    f"{r.cid.defense}")  # fmt: skip
+                bar.update(r.n)
+
+        try:
+            if workers <= 1 or len(tasks) <= 1:
+                for task in _with_shared_images(tasks, measurer):
+                    record(measurer.run(task))
             else:
-                key = (threat.name, threat.strength)
-                if key not in cache:
-                    cache.clear()  # threats come grouped: keep only the current one
-                    cache[key] = _threatened(threat, None, "", data, n, config.batch_size,
-                                             config.seed)  # fmt: skip
-                batches = cache[key]
-            result = _measure(model, batches, threat, defense)
-            cid = ConditionId(ref.name, threat.name, threat.strength, defense)
-            store.add(cid, ref.info(), json.dumps(threat.params, sort_keys=True),
-                      np.arange(n), result, time.perf_counter() - t0)  # fmt: skip
-            bar.update(n)
-        bar.close()
+                _run_parallel(_with_shared_images(tasks, measurer), measurer, workers, record)
+        finally:
+            bar.close()
         return write_csv(store, out_dir / "results.csv")
 
 
-def _load(ref: ModelRef, data: ImageSet) -> SplitClassifier:
-    model = ref.load()
-    # The coder tables are large Python lists; without this, every full collection of the
-    # cyclic GC rescans them and per-image coding runs 5-20x slower.
-    gc.freeze()
-    if tuple(model.spec.input_size) != data.image_size:
-        raise InputError(
-            f"{ref.name} takes {model.spec.input_size} images but the dataset has "
-            f"{data.image_size}; pick a dataset of the model's input size"
-        )
-    return model
+# -- worker processes ---------------------------------------------------------------------------
+
+_WORKER: Measurer | None = None
+
+
+def _init_worker(data: ImageSet, batch_size: int, seed: int, params: dict, threads: int) -> None:
+    global _WORKER
+    torch.set_num_threads(threads)
+    _WORKER = Measurer(data, batch_size, seed, params)
+
+
+def _run_task(task: Task) -> list[ConditionResult]:
+    assert _WORKER is not None, "worker not initialised"
+    return _WORKER.run(task)
+
+
+def _run_parallel(tasks: Iterator[Task], measurer: Measurer, workers: int, record) -> None:
+    """Run ``tasks`` on ``workers`` spawned processes, at most ``2 x workers`` in flight (so
+    shared images are computed just ahead of use); ``record`` runs here, in order of finish."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = multiprocessing.get_context("spawn")
+    init = (measurer.data, measurer.batch_size, measurer.seed, measurer.defense_params, threads)
+    pending: set[Future] = set()
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=init) as pool:  # fmt: skip
+        try:
+            for task in tasks:
+                pending.add(pool.submit(_run_task, task))
+                while len(pending) >= 2 * workers:
+                    pending = _drain(pending, record, FIRST_COMPLETED)
+            while pending:
+                pending = _drain(pending, record, FIRST_COMPLETED)
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+
+
+def _drain(pending: set[Future], record, return_when: str) -> set[Future]:
+    done, rest = wait(pending, return_when=return_when)
+    for f in done:
+        try:
+            results = f.result()
+        except BrokenProcessPool as exc:
+            raise WorkerCrashError(
+                "a campaign worker process died (out of memory, killed, or a crash in native "
+                "code); finished conditions are saved: rerun the same command to resume, with "
+                "--workers 1 to see the error in this process"
+            ) from exc
+        record(results)
+    return rest
