@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from entroguard.campaign.demo import DEMO_DEFENSES
+
 
 @pytest.mark.slow
 def test_demo_writes_every_condition_and_the_report(tmp_path):
@@ -17,9 +19,13 @@ def test_demo_writes_every_condition_and_the_report(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     with (out / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
-    # 24 models x (clean + 19 x 5 corruptions + 3 attacks x 5 budgets)
-    assert len(rows) == 24 * (1 + 95 + 15)
-    assert {r["defense"] for r in rows} == {"none"}
+    # 24 models x (clean + 19 x 5 corruptions + 3 attacks x 5 budgets, clean and rate_pgd
+    # eps 8 also behind the 5 defences) + 3 adaptive attacks on the 6 beta-0.01 models
+    assert len(rows) == 24 * (1 + 95 + 15 + 2 * 5) + 6 * 3
+    assert {r["defense"] for r in rows} == set(DEMO_DEFENSES)
+    adaptive = [r for r in rows if r["threat"] in ("rate_lowfreq", "rate_region",
+                                                    "rate_pgd_through")]  # fmt: skip
+    assert len(adaptive) == 18 and {r["defense"] for r in adaptive} == {"object_tv"}
     rate = [float(r["rate_change_pct"]) for r in rows if r["threat"] == "rate_pgd"]
     assert sum(rate) / len(rate) > 10, "the rate attack should inflate the bitstream"
     html = (out / "report.html").read_text()

@@ -1,4 +1,5 @@
-"""The demo campaign: the default zoo, clean, all 19 corruptions x 5 severities, the attacks."""
+"""The demo campaign: the default zoo under all 19 corruptions x 5 severities and the attacks;
+every defence on clean and rate-attacked inputs; the adaptive attacks behind object_tv."""
 
 from __future__ import annotations
 
@@ -6,18 +7,30 @@ from pathlib import Path
 
 from entroguard.campaign.config import CampaignConfig, parse_config
 
+#: The defences: the paper's object-aware TV and the baselines (each at its defaults).
+DEMO_DEFENSES = ["none", "object_tv", "tv", "lowpass", "jpeg", "gaussian_blur"]
+
+#: The models the adaptive attacks run on (the most costly attacks: one model per arch/prior).
+ADAPTIVE_MODELS = ["*-beta0.01"]
+
 DEMO = {
     "dataset": "fashion-mnist",
     "n_images": 64,
     "batch_size": 64,
     "seed": 0,
     "models": "zoo",
+    "defenses": DEMO_DEFENSES,
     "threats": [
-        "clean",
-        {"corruption": "all", "severities": [1, 2, 3, 4, 5]},
-        {"attack": "noise", "eps": [2, 4, 8, 16, 32]},
-        {"attack": "rate_pgd", "eps": [2, 4, 8, 16, 32], "n_images": 32},
-        {"attack": "clf_pgd", "eps": [2, 4, 8, 16, 32], "n_images": 32},
+        "clean",  # behind every defence: what each costs when nobody attacks
+        {"corruption": "all", "severities": [1, 2, 3, 4, 5], "defenses": ["none"]},
+        {"attack": "noise", "eps": [2, 4, 8, 16, 32], "defenses": ["none"]},
+        {"attack": "rate_pgd", "eps": [2, 4, 16, 32], "n_images": 32, "defenses": ["none"]},
+        {"attack": "rate_pgd", "eps": [8], "n_images": 32},  # behind every defence
+        {"attack": "clf_pgd", "eps": [2, 4, 8, 16, 32], "n_images": 32, "defenses": ["none"]},
+        # adaptive attacks, each measured behind object_tv (the defence they adapt to)
+        {"attack": "rate_lowfreq", "eps": [8], "n_images": 32, "models": ADAPTIVE_MODELS},
+        {"attack": "rate_region", "eps": [8], "n_images": 32, "models": ADAPTIVE_MODELS},
+        {"attack": "rate_pgd_through", "eps": [8], "n_images": 32, "models": ADAPTIVE_MODELS},
     ],
 }
 

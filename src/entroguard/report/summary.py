@@ -185,21 +185,32 @@ def defense_rows(results: Results) -> list[dict]:
     return out
 
 
+def defended_strength(results: Results, threat: str) -> float | None:
+    """The strongest strength at which ``threat`` was measured behind a defence (None when it
+    never was): the strength at which the defences, ``none`` included, are compared."""
+    strengths = {r["strength"] for r in results.select(threat, defense=None)
+                 if r["defense"] != "none"}  # fmt: skip
+    return max(strengths) if strengths else None
+
+
 def defense_family_rows(results: Results) -> list[dict]:
-    """Per threat family and defence: mean changes over its threats at their strongest
-    measured strength and over models (the bars of the defence figure)."""
+    """Per threat family and defence: mean changes over models and over the family's threats
+    measured behind a defence, each at :func:`defended_strength` for every defence (so the
+    bars of one family compare the same conditions). Families never defended are left out."""
     out = []
     order = [
         "clean",
         *(f"{f} corruptions" for f in (*CORRUPTION_FAMILIES, "other")),
         *results.attacks(None),
     ]
+    threats = [t for t in results.threats(None) if defended_strength(results, t) is not None]
     for defense in results.defenses:
         by_family: dict[str, list[dict]] = {}
-        for threat in dict.fromkeys(r["threat"] for r in results.select(defense=defense)):
-            strengths = results.strengths(threat, defense)
-            rows = results.select(threat, strength=strengths[-1], defense=defense)
-            by_family.setdefault(threat_family(threat), []).extend(rows)
+        for threat in threats:
+            rows = results.select(threat, strength=defended_strength(results, threat),
+                                  defense=defense)  # fmt: skip
+            if rows:
+                by_family.setdefault(threat_family(threat), []).extend(rows)
         for family, rows in by_family.items():
             out.append(
                 {
@@ -211,6 +222,42 @@ def defense_family_rows(results: Results) -> list[dict]:
             )
     rank = {f: i for i, f in enumerate(order)}
     return sorted(out, key=lambda r: rank.get(r["family"], len(rank)))
+
+
+def adaptive_rows(results: Results, base: str = "rate_pgd") -> list[dict]:
+    """What each adaptive attack wins back: on the models it was measured on, its mean rate
+    and top-1 change behind the defence it adapts to, next to ``base`` (the attack it adapts)
+    at the same strength without and with that defence.
+
+    Rows: ``{"attack", "defense", "strength", "n_models", "rate": {label: value}, "top1":
+    {label: value}}`` with labels ``"<base>, none"``, ``"<base>, <defense>"`` and
+    ``"<attack>, <defense>"``; a condition not measured is missing from the dicts.
+    """
+    from entroguard.threats.adaptive import ADAPTIVE_ATTACKS
+
+    out = []
+    for attack in [a for a in results.attacks(None) if a in ADAPTIVE_ATTACKS]:
+        for defense in results.defenses:
+            for s in results.strengths(attack, defense):
+                rows = results.select(attack, strength=s, defense=defense)
+                models = {r["model"] for r in rows}
+                cells = {
+                    f"{base}, none": results.select(base, strength=s, defense="none"),
+                    f"{base}, {defense}": results.select(base, strength=s, defense=defense),
+                    f"{attack}, {defense}": rows,
+                }
+                cells = {k: [r for r in v if r["model"] in models] for k, v in cells.items()}
+                out.append(
+                    {
+                        "attack": attack,
+                        "defense": defense,
+                        "strength": s,
+                        "n_models": len(models),
+                        "rate": {k: _mean(v, "rate_change_pct") for k, v in cells.items() if v},
+                        "top1": {k: _mean(v, "top1_change_pp") for k, v in cells.items() if v},
+                    }
+                )
+    return out
 
 
 def _mean(rows: list[dict], metric: str) -> float | None:
