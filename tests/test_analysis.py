@@ -45,6 +45,14 @@ def test_analyze_command_on_a_zoo_model(tmp_path):
     assert summary["spearman_mean"] > 0.3
     assert len(summary["bands"]) == 8 and summary["clean_payload_bytes"] > 0
     assert (tmp_path / "analysis.png").read_bytes()[:4] == b"\x89PNG"
+    # every corruption at severity 3 and the four attacks at eps 8, with the payload change
+    rows = summary["threat_bands"]["threats"]
+    assert len(rows) == 23 and {r["strength"] for r in rows} == {3.0, 8.0}
+    assert (tmp_path / "bands.png").read_bytes()[:4] == b"\x89PNG"
+    assert "rate_pgd eps8" in result.output and "dE high" in result.output
+    noise = next(r for r in rows if r["threat"] == "corruption/gaussian_noise")
+    blur = next(r for r in rows if r["threat"] == "corruption/defocus_blur")
+    assert noise["high_change_pct"] > 0 > blur["high_change_pct"]
 
 
 def test_analyze_with_an_unknown_model_is_a_clear_error(tmp_path):

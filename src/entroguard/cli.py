@@ -251,33 +251,29 @@ def import_cmd(
 @app.command()
 def analyze(
     model: Annotated[str, typer.Option(help="Zoo model name or checkpoint path.")],
-    out: Annotated[Path, typer.Option(help="Output folder (analysis.json, analysis.png).")] = (
-        Path("analysis-out")
-    ),
+    out: Annotated[
+        Path, typer.Option(help="Output folder (analysis.json, analysis.png, bands.png).")
+    ] = Path("analysis-out"),
     n_images: Annotated[int, typer.Option(help="First N test images.")] = 256,
     dataset: Annotated[str, typer.Option(help="fashion-mnist, cifar10 or folder:PATH.")] = (
         "fashion-mnist"
     ),
+    threats: Annotated[
+        bool, typer.Option(help="Measure how each corruption and attack moves DCT band energy.")
+    ] = True,
 ) -> None:
-    """Where the bits go: rate maps against TV maps (rank correlation) and the rate of
-    low-pass and high-pass DCT bands against the unfiltered rate."""
-    from entroguard.analysis import analyze_model
-    from entroguard.analysis.figure import save_analysis_figure
-    from entroguard.campaign.models import resolve_models
-    from entroguard.data import load_dataset
+    """Where the bits go: rate maps against TV maps (rank correlation), the rate of low-pass
+    and high-pass DCT bands against the unfiltered rate, and how the 19 corruptions
+    (severity 3) and the attacks (eps 8/255) move image energy between DCT bands."""
+    from entroguard.analysis.run import ANALYSIS_PNG, BANDS_PNG, write_analysis
+    from entroguard.analysis.threat_bands import band_table_lines
 
     try:
-        (ref,) = resolve_models([model])
-        loaded = ref.load()
-        images = load_dataset(dataset, "test").subset(n_images).to_float(slice(0, n_images))
-        loaded.check_images(images)
-        result = analyze_model(loaded, images)
+        path = write_analysis(model, out, n_images=n_images, dataset=dataset,
+                              threats=None if threats else [])  # fmt: skip
     except (EntroguardError, ValueError) as exc:
         _fail(exc)
-    out.mkdir(parents=True, exist_ok=True)
-    summary = {k: v for k, v in result.items() if k != "maps"} | {"model": ref.name}
-    (out / "analysis.json").write_text(json.dumps(summary, indent=2) + "\n")
-    png = save_analysis_figure(result, out / "analysis.png", ref.name)
+    result = json.loads(path.read_text())
     typer.echo(
         f"Spearman(rate map, TV map) = {result['spearman_mean']:.3f} "
         f"+/- {result['spearman_std']:.3f} over {result['n']} images"
@@ -285,7 +281,13 @@ def analyze(
     for b in result["bands"]:
         typer.echo(f"  {b['keep']:>4} band {b['fraction']:<5g} payload {b['payload_bytes']:7.1f} B "
                    f"({b['rate_change_pct']:+.1f} %)")  # fmt: skip
-    typer.echo(f"wrote {out / 'analysis.json'} and {png}")
+    pngs = [out / ANALYSIS_PNG]
+    if "threat_bands" in result:
+        typer.echo("Energy moved between DCT bands (% of the clean AC energy) and payload change:")
+        for line in band_table_lines(result["threat_bands"]):
+            typer.echo(line)
+        pngs.append(out / BANDS_PNG)
+    typer.echo(f"wrote {path} and {' and '.join(str(p) for p in pngs)}")
 
 
 app.command("serve")(serve_command)

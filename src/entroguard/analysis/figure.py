@@ -1,10 +1,14 @@
-"""The paper's Figure 5 for one model: images, their rate maps and TV maps, and band rates."""
+"""The paper's Figure 5 for one model (images, rate maps, TV maps, band rates), and the
+threats x DCT bands heat map of energy changes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib as mpl
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import SymLogNorm
 from matplotlib.figure import Figure
 
 
@@ -44,6 +48,66 @@ def save_analysis_figure(result: dict, path: str | Path, title: str, rows: int =
         fontsize=10,
     )
     fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+def _cell_text(v: float) -> str:
+    if abs(v) >= 9.5:
+        return f"{v:+.0f}"
+    return f"{v:+.1f}" if abs(v) >= 0.05 else "0"
+
+
+def save_bands_figure(bands: dict, path: str | Path, title: str) -> Path:
+    """Write a PNG: a heat map of threats x DCT bands of the mean energy change (in % of the
+    clean image's AC energy), rows sorted by payload change, with the payload change (%) of
+    each threat as bars on the right. ``bands`` is :func:`~entroguard.analysis.threat_bands.
+    threat_bands`'s result."""
+    rows = sorted(bands["threats"], key=lambda r: r["rate_change_pct"], reverse=True)
+    grid = np.array([r["energy_change_pct"] for r in rows], dtype=float).reshape(len(rows), -1)
+    rates = np.array([r["rate_change_pct"] for r in rows], dtype=float)
+    fig = Figure(figsize=(10.0, 0.3 * len(rows) + 2.4), dpi=100)
+    FigureCanvasAgg(fig)
+    layout = fig.add_gridspec(2, 2, width_ratios=[3.2, 1], height_ratios=[20, 1], hspace=0.25)
+    heat_ax = fig.add_subplot(layout[0, 0])
+    bar_ax = fig.add_subplot(layout[0, 1], sharey=heat_ax)
+    lim = max(1.0, float(np.abs(grid).max(initial=0.0)))
+    norm = SymLogNorm(linthresh=1.0, linscale=0.5, vmin=-lim, vmax=lim, base=10)
+    cmap = mpl.colormaps["RdBu_r"]
+    image = heat_ax.imshow(grid, cmap=cmap, norm=norm, aspect="auto")
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            rgba = cmap(norm(grid[i, j]))
+            dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
+            heat_ax.text(j, i, _cell_text(grid[i, j]), ha="center", va="center", fontsize=7,
+                         color="white" if dark else "#222222")  # fmt: skip
+    heat_ax.set_xticks(range(grid.shape[1]), bands["labels"], rotation=35, ha="right")
+    heat_ax.set_yticks(range(len(rows)), [r["label"] for r in rows], fontsize=8)
+    heat_ax.set_xlabel("DCT band (share of frequencies, lowest radius first)")
+    heat_ax.set_title("energy change per band (% of the clean AC energy)", fontsize=9)
+    ticks = [t for t in (-1000, -100, -10, -1, 0, 1, 10, 100, 1000) if abs(t) <= lim]
+    bar = fig.colorbar(image, cax=fig.add_subplot(layout[1, 0]), orientation="horizontal")
+    bar.set_ticks(ticks, labels=[f"{t:+g}" if t else "0" for t in ticks])
+    bar.ax.tick_params(labelsize=8)
+    colours = ["#c0504d" if v > 0 else "#3b6ea5" for v in rates]
+    bar_ax.barh(range(len(rows)), rates, color=colours)
+    for i, v in enumerate(rates):
+        bar_ax.text(v, i, f" {v:+.0f} ", ha="left" if v >= 0 else "right", va="center",
+                    fontsize=7)  # fmt: skip
+    bar_ax.axvline(0, color="black", linewidth=0.8)
+    bar_ax.margins(x=0.25)
+    bar_ax.set_xlabel("payload change vs clean (%)")
+    bar_ax.set_title("real payload (rANS bytes)", fontsize=9)
+    bar_ax.tick_params(axis="y", length=0, labelleft=False)
+    rho = bands.get("spearman_vs_rate", {})
+    extra = "".join(
+        f"; Spearman({name}, payload) = {rho[key]:.2f}"
+        for key, name in (("dc_change_pct", "DC"), ("high_gain_pct", "upper-half gain"))
+        if rho.get(key) is not None
+    )
+    fig.suptitle(f"{title}: {bands['n']} images{extra}", fontsize=10)
+    fig.subplots_adjust(left=0.17, right=0.97, top=0.93, bottom=0.07, wspace=0.05)
     path = Path(path)
     fig.savefig(path)
     return path

@@ -8,7 +8,8 @@ Usage::
 Sections: what was run and how to read the three sizes; the clean baseline; corruptions (the
 paper's Fig. 3); attacks (Fig. 4); a summary of the worst cases; per-image distributions; and,
 when a campaign measured defences, rate and accuracy with and without each of them. A section
-whose threats were not measured is replaced by a one-line note.
+whose threats were not measured is replaced by a one-line note. The last section, "Where the
+bits go", shows ``entroguard analyze``'s output when ``OUT/analysis/analysis.json`` exists.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from entroguard.campaign.store import ResultStore
 from entroguard.errors import EntroguardError
 from entroguard.report import figures as F
 from entroguard.report import summary as S
+from entroguard.report.analysis_section import Analysis, analysis_section, load_analysis
 from entroguard.report.data import (
     ATTACK_TITLES,
     PRIOR_TITLES,
@@ -82,6 +84,7 @@ def write_report(out_dir: str | Path) -> Path:
             results,
             title=f"entroguard report: {out_dir.resolve().name}",
             finished=(min(finished), max(finished)),
+            analysis=load_analysis(out_dir),
         )
     path = out_dir / REPORT_NAME
     tmp = path.with_name(f".{REPORT_NAME}.{os.getpid()}.tmp")
@@ -94,9 +97,13 @@ def write_report(out_dir: str | Path) -> Path:
 
 
 def build_html(
-    results: Results, title: str = "entroguard report", finished: tuple[float, float] | None = None
+    results: Results,
+    title: str = "entroguard report",
+    finished: tuple[float, float] | None = None,
+    analysis: Analysis | None = None,
 ) -> str:
-    """The report's HTML for ``results`` (``finished``: first and last measurement, epoch s)."""
+    """The report's HTML for ``results`` (``finished``: first and last measurement, epoch s;
+    ``analysis``: ``entroguard analyze``'s output for the "Where the bits go" section)."""
     builders: list[tuple[str, str, Callable[[Results], str]]] = [
         ("run", "What was run", _run_section),
         ("clean", "Clean baseline", _clean_section),
@@ -107,6 +114,7 @@ def build_html(
         ("defences", "Defences", _defense_section),
     ]
     sections = [(anchor, name, build(results)) for anchor, name, build in builders]
+    sections.append(("bits", "Where the bits go", analysis_section(analysis)))
     sub = _subtitle(results, finished)
     header = f"<h1>{escape(title)}</h1><p class=sub>{sub}</p>{_findings(results)}"
     footer = (
