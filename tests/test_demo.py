@@ -30,4 +30,6 @@ def test_demo_writes_every_condition_and_the_report(tmp_path):
     assert sum(rate) / len(rate) > 10, "the rate attack should inflate the bitstream"
     html = (out / "report.html").read_text()
     assert "Corruptions" in html and "Attacks" in html and "data:image/png;base64" in html
+    assert "Adaptive attacks" in html and "How threats move energy between DCT bands" in html
+    assert (out / "analysis" / "analysis.json").is_file()
     assert "resnet_s-fp-beta0.01" in done.stdout  # the clean table is printed

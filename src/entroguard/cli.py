@@ -197,13 +197,14 @@ def demo(
     import time
 
     from entroguard.campaign import run_campaign
-    from entroguard.campaign.demo import demo_config, print_summary
+    from entroguard.campaign.demo import demo_config, print_summary, write_demo_analysis
 
     t0 = time.perf_counter()
     try:
         cfg = demo_config(n_images)
         run_campaign(cfg, out, zoo_dir=zoo_dir, workers=_workers(workers, cfg, zoo_dir))
         print_summary(out)
+        write_demo_analysis(out, cfg.n_images, zoo_dir)
     except (EntroguardError, ValueError) as exc:
         _fail(exc)
     _write_report(out)

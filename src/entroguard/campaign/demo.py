@@ -10,6 +10,9 @@ from entroguard.campaign.config import CampaignConfig, parse_config
 #: The defences: the paper's object-aware TV and the baselines (each at its defaults).
 DEMO_DEFENSES = ["none", "object_tv", "tv", "lowpass", "jpeg", "gaussian_blur"]
 
+#: The model whose rate maps, DCT bands and threat bands the report's analysis section shows.
+ANALYSIS_MODEL = "resnet_s-mshp-beta0.01"
+
 #: The models the adaptive attacks run on (the most costly attacks: one model per arch/prior).
 ADAPTIVE_MODELS = ["*-beta0.01"]
 
@@ -55,3 +58,21 @@ def print_summary(out: str | Path) -> None:
         rows = [r for r in condition_rows(store) if r["threat"] == "clean"]
     typer.echo(format_table(rows, ["model", "n", "top1", "est_bytes", "payload_bytes",
                                    "packet_bytes"]))  # fmt: skip
+
+
+def write_demo_analysis(out: str | Path, n_images: int, zoo_dir: str | Path | None = None) -> Path:
+    """Where the bits go, for the report: :func:`~entroguard.analysis.run.write_analysis` on
+    :data:`ANALYSIS_MODEL` (from ``zoo_dir`` when given) into ``out/analysis``; skipped when a
+    previous run already wrote it for as many images."""
+    import json
+
+    from entroguard.analysis.run import ANALYSIS_JSON, write_analysis
+
+    folder = Path(out) / "analysis"
+    done = folder / ANALYSIS_JSON
+    if done.is_file() and json.loads(done.read_text()).get("n") == n_images:
+        return done
+    model = ANALYSIS_MODEL
+    if zoo_dir is not None:
+        model = str(Path(zoo_dir) / f"{ANALYSIS_MODEL}.safetensors")
+    return write_analysis(model, folder, n_images=n_images)
