@@ -2,7 +2,10 @@
 
 Both run the solver of :mod:`entroguard.defenses.tv` (Rudin-Osher-Fatemi energy with a
 fidelity term to the received image, smoothed isotropic TV, a fixed number of proximal
-gradient steps). Their gradient path is exact: the unrolled steps are differentiated.
+gradient steps). Their gradient path is exact: the unrolled steps are differentiated. Their
+forward (``defense(model, images)``, no gradient) runs the same steps in the fused compiled
+kernel of :mod:`entroguard.defenses.tv_kernel` (float32 on the CPU; PyTorch operations
+otherwise), with the same values to float rounding (about 1e-6).
 
 TV denoising as an input transformation against adversarial examples was proposed by Guo et
 al. 2018 ("Countering adversarial images using input transformations") and broken by Athalye

@@ -29,10 +29,17 @@ Two implementations of the same iteration:
 * :func:`tv_denoise`: functional, differentiable (what adaptive attacks unroll); with
   autograd on, the steps run in checkpointed segments so memory grows with
   ``steps / segment`` instead of ``steps``;
-* :func:`tv_denoise_fast`: no autograd, in place on preallocated buffers, in chunks of images
-  that fit the CPU cache; a batch of grey images stored as RGB (all three channels equal, as
-  in the embedded Fashion-MNIST default) is solved on one channel and copied, which gives the
-  same result because the energy is separable over channels and the weights are shared.
+* :func:`tv_denoise_fast`: no autograd. Float32 images on the CPU run the fused compiled
+  kernel of :mod:`entroguard.defenses.tv_kernel` (one pass over each pixel per step, channels
+  of several images in the lanes of a SIMD vector); other dtypes and devices, or a machine
+  without a C compiler, run the iteration in place on preallocated buffers, in chunks of
+  images that fit the CPU cache. A batch of grey images stored as RGB (all three channels
+  equal, as in the embedded Fashion-MNIST default) is solved on one channel and copied, which
+  gives the same result because the energy is separable over channels and the weights are
+  shared.
+
+Both give the same values to float rounding (about 1e-6 after 100 steps); only
+:func:`tv_denoise` records a gradient.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
+
+from entroguard.defenses import tv_kernel
 
 #: Elements per chunk of the fast solver (about 200 KB per float32 buffer).
 CHUNK_ELEMENTS = 49_152
@@ -178,11 +187,17 @@ def tv_denoise_fast(
         and all(torch.equal(f[:, 0], f[:, i]) for i in range(1, f.shape[1]))
     )
     work = f[:, :1] if grey else f
-    chunk = max(1, CHUNK_ELEMENTS // max(1, work[0].numel()))
-    out = torch.empty_like(work)
-    for start in range(0, f.shape[0], chunk):
-        part = slice(start, start + chunk)
-        out[part] = _solve_chunk(work[part].contiguous(), wk[part], c, cfw, eps * eps, steps)
+    if tv_kernel.supports(work):
+        planes = work.reshape(-1, *work.shape[2:])
+        wk_planes = wk.expand_as(work).reshape(planes.shape)
+        out = tv_kernel.solve(planes, wk_planes, steps=steps, c=c, cfw=cfw, e2=eps * eps)
+        out = out.view_as(work)
+    else:
+        chunk = max(1, CHUNK_ELEMENTS // max(1, work[0].numel()))
+        out = torch.empty_like(work)
+        for start in range(0, f.shape[0], chunk):
+            part = slice(start, start + chunk)
+            out[part] = _solve_chunk(work[part].contiguous(), wk[part], c, cfw, eps * eps, steps)
     if grey:
         return out.expand_as(f).contiguous()
     return out
