@@ -93,7 +93,7 @@ def save_bands_figure(bands: dict, path: str | Path, title: str) -> Path:
     colours = ["#c0504d" if v > 0 else "#3b6ea5" for v in rates]
     bar_ax.barh(range(len(rows)), rates, color=colours)
     for i, v in enumerate(rates):
-        bar_ax.text(v, i, f" {v:+.0f} ", ha="left" if v >= 0 else "right", va="center",
+        bar_ax.text(v, i, f" {_cell_text(v)} ", ha="left" if v >= 0 else "right", va="center",
                     fontsize=7)  # fmt: skip
     bar_ax.axvline(0, color="black", linewidth=0.8)
     bar_ax.margins(x=0.25)

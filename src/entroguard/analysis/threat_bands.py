@@ -90,8 +90,9 @@ def threat_bands(
         ``rate_change_pct`` (of the mean payload, vs clean), ``energy_change_pct`` (per band,
         mean over images of the change in % of the clean image's AC energy), ``dc_change_pct``,
         ``low_change_pct`` and ``high_change_pct`` (sums over the DC, the lower-half AC and the
-        upper-half bands), ``perturbation_share_pct`` (per band) and ``perturbation_high_pct``
-        (share of the perturbation's energy in the upper half), ``high_gain_pct`` (change of the
+        upper-half bands), ``perturbation_share_pct`` (per band, mean over images; an image the
+        threat leaves unchanged counts as 0 everywhere) and ``perturbation_high_pct`` (its sum
+        over the upper half), ``high_gain_pct`` (change of the
         upper-half energy summed over images, in % of the clean images' upper-half energy: how
         much the threat amplifies what little energy the high bands hold). ``spearman_vs_rate``:
         rank correlation over threats of each of :data:`CORRELATED` with ``rate_change_pct``
