@@ -4,17 +4,27 @@ Prints, per model, images/s of ``to_packets`` (head: analysis + rANS encoding + 
 ``from_packets`` (tail: parse + rANS decoding + synthesis + classifier), batched and one
 image at a time in the same run, their ratio, and the payload / estimate ratio.
 
+The decoder checks every coder string before CompressAI's C++ decoder reads it
+(``entroguard.codec.rans``); the same packets are also decoded with the check switched off,
+interleaved with the checked runs, to give the check's cost: ``chk_ratio`` (checked /
+unchecked images/s, batched and one by one) and ``chk_us_img`` / ``chk_ns_sym`` (added time
+per image and per coded symbol, batched).
+
     python benchmarks/codec.py [--n 512] [--batch 128] [--models resnet_s-fp-beta0.01,...]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import time
+from collections.abc import Callable, Iterator
+from unittest import mock
 
 import torch
 
+from entroguard.codec.rans import RansWalker
 from entroguard.data import load_dataset
 from entroguard.report.table import format_table
 from entroguard.train.checkpoint import load_checkpoint
@@ -30,7 +40,41 @@ def _rate(fn, n: int, repeats: int = 1) -> float:
     return n / best
 
 
-def bench_model(path: str, images: torch.Tensor, batch: int) -> dict:
+@contextlib.contextmanager
+def unchecked_decoding() -> Iterator[None]:
+    """CompressAI's decoder without the codec's check: the baseline of the check's cost.
+
+    For this benchmark only, on packets it just encoded: unchecked, a crafted string crashes
+    the process (CompressAI issue #300).
+    """
+    with (
+        mock.patch.object(RansWalker, "walk", lambda self, indexes, tables: None),
+        mock.patch.object(RansWalker, "finished", lambda self: True),
+    ):
+        yield
+
+
+def _checked_and_unchecked(fn: Callable[[], object], n: int, repeats: int) -> tuple[float, float]:
+    """Images/s of ``fn`` with and without the check, best of ``repeats`` interleaved runs."""
+    checked = unchecked = 0.0
+    for _ in range(repeats):
+        checked = max(checked, _rate(fn, n))
+        with unchecked_decoding():
+            unchecked = max(unchecked, _rate(fn, n))
+    return checked, unchecked
+
+
+def symbols_per_image(model) -> int:
+    """Coded symbols per image: the latent's, plus the hyper-latent's for a hyperprior."""
+    h, w = model.latent_hw
+    n = model.codec.channels * h * w
+    if hasattr(model.codec, "hyper_hw"):
+        hz, wz = model.codec.hyper_hw((h, w))
+        n += model.codec.hyper_channels * hz * wz
+    return n
+
+
+def bench_model(path: str, images: torch.Tensor, batch: int, repeats: int) -> dict:
     model = load_checkpoint(path)
     gc.freeze()  # as the campaign runner does: keep the coder tables out of GC scans
     n = len(images)
@@ -41,11 +85,16 @@ def bench_model(path: str, images: torch.Tensor, batch: int) -> dict:
         packets = [p for c in chunks for p in model.to_packets(c)]
         enc_batched = _rate(lambda: [model.to_packets(c) for c in chunks], n)
         enc_single = _rate(lambda: [model.to_packets(c) for c in singles], n)
-        dec_batched = _rate(
-            lambda: [model.from_packets(packets[i : i + batch]) for i in range(0, n, batch)], n
+        dec_batched, dec_batched_raw = _checked_and_unchecked(
+            lambda: [model.from_packets(packets[i : i + batch]) for i in range(0, n, batch)],
+            n,
+            repeats,
         )
-        dec_single = _rate(lambda: [model.from_packets([p]) for p in packets], n)
+        dec_single, dec_single_raw = _checked_and_unchecked(
+            lambda: [model.from_packets([p]) for p in packets], n, repeats
+        )
         est = torch.cat([model.estimate(c).bits() for c in chunks]) / 8
+    extra_s = 1 / dec_batched - 1 / dec_batched_raw
     payload = torch.tensor([model.packets_to_batch([p]).payload_bytes()[0] for p in packets])
     return {
         "model": model.metadata.get("name", path.rsplit("/", 1)[-1].removesuffix(".safetensors")),
@@ -55,6 +104,12 @@ def bench_model(path: str, images: torch.Tensor, batch: int) -> dict:
         "dec_img_s": f"{dec_batched:.0f}",
         "dec_1by1": f"{dec_single:.0f}",
         "dec_x": f"{dec_batched / dec_single:.1f}",
+        "unchk_img_s": f"{dec_batched_raw:.0f}",
+        "unchk_1by1": f"{dec_single_raw:.0f}",
+        "chk_ratio": f"{dec_batched / dec_batched_raw:.2f}",
+        "chk_ratio_1by1": f"{dec_single / dec_single_raw:.2f}",
+        "chk_us_img": f"{extra_s * 1e6:.0f}",
+        "chk_ns_sym": f"{extra_s * 1e9 / symbols_per_image(model):.0f}",
         "payload/est": f"{float(payload.double().sum() / est.double().sum()):.3f}",
         "mean_excess_B": f"{float((payload - (1.01 * est + 8)).mean()):.2f}",
         "max_excess_B": f"{float((payload - (1.01 * est + 8)).max()):.2f}",
@@ -67,6 +122,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128, help="batch size of the batched runs")
     parser.add_argument("--models", default="", help="comma-separated zoo names (default all)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--repeats", type=int, default=3, help="decode runs (best of)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,9 +131,10 @@ def main() -> None:
         wanted = set(args.models.split(","))
         rows = [r for r in rows if r["name"] in wanted]
     images = load_dataset("fashion-mnist", "test").to_float(slice(0, args.n))
-    results = [bench_model(r["path"], images, args.batch) for r in rows]
+    results = [bench_model(r["path"], images, args.batch, args.repeats) for r in rows]
     print(f"{args.n} images, batch {args.batch}, torch threads {torch.get_num_threads()}")
     print("excess_B: payload - (1.01 x estimate + 8 B) per image (mean, max); <= 0 is good")
+    print("chk: decoding with the string check against without it, on the same packets")
     print(format_table(results, list(results[0])))
 
 

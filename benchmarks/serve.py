@@ -6,8 +6,9 @@ one ``entroguard zoo`` lists) and measures, in one run:
 1. **Throughput and latency**: end-to-end requests/s and p50/p99 latency (one packet per
    request, persistent HTTP/1.1 connections) at a few client concurrencies, against the
    baseline of the same model decoding and classifying the same packets in-process, one at a
-   time (the ratio is the HTTP + JSON + checking overhead). The client threads run on the
-   same machine as the server and share its CPUs.
+   time (the ratio is the HTTP + JSON overhead: both sides check every coder string before
+   decoding it, in the codec). The client threads run on the same machine as the server and
+   share its CPUs.
 2. **Bytes on the wire** per image: the split packet (header + coder payload) against the raw
    8-bit image, a PNG and a JPEG (quality 90) of the same image (grey images as one channel;
    see :mod:`entroguard.serve.uploads`). HTTP headers come on top of every option alike.

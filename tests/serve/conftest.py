@@ -26,13 +26,3 @@ def fp_stats(fp_model) -> dict:
 @pytest.fixture(scope="session")
 def mshp_stats(mshp_model) -> dict:
     return stats_of(mshp_model, smooth_images(64, seed=1))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _restore_stream_decoder():
-    """Servers built here harden ``entroguard.codec.rans`` process-wide; undo it per module."""
-    from entroguard.codec import rans
-
-    original = rans.RansDecoder
-    yield
-    rans.RansDecoder = original

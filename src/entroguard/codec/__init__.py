@@ -3,5 +3,13 @@
 from entroguard.codec.base import CodecOutput, LatentCodec, Quantization
 from entroguard.codec.factorized import FactorizedPrior
 from entroguard.codec.hyperprior import MeanScaleHyperprior
+from entroguard.codec.rans import BitstreamError
 
-__all__ = ["CodecOutput", "LatentCodec", "Quantization", "FactorizedPrior", "MeanScaleHyperprior"]
+__all__ = [
+    "BitstreamError",
+    "CodecOutput",
+    "LatentCodec",
+    "Quantization",
+    "FactorizedPrior",
+    "MeanScaleHyperprior",
+]

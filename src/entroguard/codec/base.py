@@ -7,7 +7,9 @@ A codec has three named paths, never a hidden mode flag:
 * ``compress(y)``: real entropy coding with CompressAI's rANS coder, one list of byte strings
   per image;
 * ``decompress(strings, latent_hw)``: the exact inverse; the decoded latent equals the
-  encoder's quantised latent bit for bit.
+  encoder's quantised latent bit for bit. Safe on untrusted bytes: a string that cannot be
+  decoded exactly raises :class:`~entroguard.codec.rans.BitstreamError` before CompressAI's
+  decoder reads past it.
 """
 
 from __future__ import annotations
@@ -88,7 +90,11 @@ class LatentCodec(nn.Module, ABC):
 
     @abstractmethod
     def decompress(self, strings: list[list[bytes]], latent_hw: tuple[int, int]) -> Tensor:
-        """Decode per-image strings into the quantised latent (B, C, H, W)."""
+        """Decode per-image strings into the quantised latent (B, C, H, W).
+
+        Raises :class:`~entroguard.codec.rans.BitstreamError` for a string that cannot be
+        decoded exactly (corrupt, cut or crafted); any bytes are safe to pass.
+        """
 
     @abstractmethod
     def quantize(self, y: Tensor) -> Tensor:

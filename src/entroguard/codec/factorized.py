@@ -108,13 +108,21 @@ class FactorizedPrior(LatentCodec):
         center = bottleneck_center(self.entropy_bottleneck)
         indexes = self._indexes(tuple(latent_hw), center.device)
         tables = self._tables()
-        symbols = [StreamDecoder(s[0]).decode(indexes, tables) for s in strings]
+        symbols = [_decode_one(s[0], indexes, tables) for s in strings]
         return torch.cat(symbols).to(center.dtype) + center
 
     @torch.no_grad()
     def update_tables(self) -> None:
         refit_tables(self.entropy_bottleneck)
         self._cdf_tables = None
+
+
+def _decode_one(string: bytes, indexes: Tensor, tables: CdfTables) -> Tensor:
+    """The symbols of one image's string; ``BitstreamError`` unless it decodes exactly."""
+    decoder = StreamDecoder(string)
+    symbols = decoder.decode(indexes, tables)
+    decoder.finish()
+    return symbols
 
 
 @torch.no_grad()

@@ -185,6 +185,7 @@ class MeanScaleHyperprior(LatentCodec):
             scales, means = self.gaussian_params(z_hat, latent_hw)
             y_indexes = self.scale_indexes(scales)
             out.append(decoder.decode(y_indexes, y_tables).to(means.dtype) + means)
+            decoder.finish()
         return torch.cat(out)
 
     def scale_indexes(self, scales: Tensor) -> Tensor:

@@ -226,7 +226,12 @@ class SplitClassifier(nn.Module):
         return EncodedBatch(strings, expected_hw)
 
     def from_packets(self, packets: Sequence[bytes]) -> Tensor:
-        """Wire packets -> logits (B, K), exactly what a server computes."""
+        """Wire packets -> logits (B, K), exactly what a server computes.
+
+        Safe on untrusted bytes: raises ``PacketError`` (malformed packet),
+        ``ModelMismatchError`` (another model's packet) or ``BitstreamError`` (a checksum-valid
+        packet whose coder string cannot be decoded exactly), never crashes the decoder.
+        """
         with torch.no_grad():
             return self.classify(self.decompress(self.packets_to_batch(packets)))
 

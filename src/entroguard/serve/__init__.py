@@ -3,8 +3,8 @@
 Modules, one idea each (import them directly; this package imports nothing heavy):
 
 * :mod:`~entroguard.serve.app`: the FastAPI app factory ``create_app``;
-* :mod:`~entroguard.serve.engine`: packets -> guard -> safe decode -> tail -> predictions;
-* :mod:`~entroguard.serve.bitstream`: checks rANS strings before CompressAI's decoder sees them;
+* :mod:`~entroguard.serve.engine`: packets -> guard -> decode (checked by the codec, see
+  :mod:`entroguard.codec.rans`) -> tail -> predictions;
 * :mod:`~entroguard.serve.guard`: clean payload statistics, the rate guard, per-client budgets;
 * :mod:`~entroguard.serve.body`: reading a request body without passing a byte limit;
 * :mod:`~entroguard.serve.framing`: several packets in one request body;

@@ -15,8 +15,8 @@ Routes:
 
 Errors are JSON ``{"error": {"status", "reason", "detail"}}`` (:mod:`~entroguard.serve.errors`);
 no input produces a 5xx: bodies are size-limited before and while they are read, packets are
-parsed by :func:`entroguard.packet.parse_packet`, and coder strings are checked before the C++
-decoder reads them (:mod:`~entroguard.serve.bitstream`). The model runs in worker threads
+parsed by :func:`entroguard.packet.parse_packet`, and the codec checks coder strings before the
+C++ decoder reads them (:mod:`~entroguard.codec.rans`). The model runs in worker threads
 (``model_threads`` at a time), never on the event loop.
 
 Client identity (for byte budgets and logs) is the ``X-Client-Id`` header when
@@ -109,7 +109,7 @@ def create_app(
     """Build the server app for ``model``.
 
     Args:
-        model: the split model (coder tables built); the app hardens its decoders.
+        model: the split model (coder tables built).
         guard_config: rate-guard mode, threshold and per-client budgets (defaults:
             :class:`GuardConfig`).
         clean_stats: the model's clean payload statistics (checkpoint ``clean_payload``);

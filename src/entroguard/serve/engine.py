@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
+from entroguard.codec.rans import BitstreamError
 from entroguard.errors import InputError, ModelMismatchError
 from entroguard.models.split import EncodedBatch, SplitClassifier
 from entroguard.packet import PacketError, parse_packet
-from entroguard.serve.bitstream import BitstreamError, harden_decoder, is_hardened
 from entroguard.serve.errors import ServeError
 from entroguard.serve.guard import GuardDecision, RateGuard
 
@@ -45,8 +45,9 @@ class TailEngine:
     """The server half of a split model, behind the rate guard.
 
     Args:
-        model: the split model (its head is never used); put in eval mode and hardened so
-            that corrupt coder strings are rejected instead of crashing the decoder.
+        model: the split model (its head is never used); put in eval mode. Its codec refuses
+            coder strings that cannot be decoded (``BitstreamError``, answered 400
+            ``undecodable``) before CompressAI's decoder reads them.
         guard: the rate guard scoring each packet's payload.
         classes: class names, index = class id (None: names are the ids as strings).
         max_packet_bytes: largest single packet accepted, bytes.
@@ -64,9 +65,6 @@ class TailEngine:
         model_lock: bool = True,
     ) -> None:
         self.model = model.eval()
-        harden_decoder(self.model)
-        if not is_hardened(self.model):
-            raise RuntimeError("could not put checks in front of every decoder of this model")
         self.guard = guard
         k = model.spec.num_classes
         self.classes = list(classes) if classes is not None else [str(i) for i in range(k)]
@@ -123,7 +121,7 @@ class TailEngine:
             y_hat = self.model.decompress(encoded)
         except BitstreamError as exc:
             raise ServeError(
-                "undecodable", f"the coder payload cannot be decoded by this model: {exc}"
+                exc.reason, f"the coder payload cannot be decoded by this model: {exc}"
             ) from None
         t1 = time.perf_counter()
         logits = self.model.classify(y_hat)
