@@ -143,3 +143,42 @@ def test_empty_results_is_a_clear_error(tmp_path):
     ResultStore(tmp_path / "results.sqlite").close()
     with pytest.raises(EntroguardError, match="no measured condition"):
         write_report(tmp_path)
+
+
+def test_adaptive_attacks_and_defences_compare_the_same_budget(tmp_path, monkeypatch):
+    """Defences measured at eps 8 only: the 'none' bar is eps 8 too (not the strongest eps),
+    and the adaptive attack sits next to the plain rate attack with and without its defence."""
+    from entroguard.campaign.store import ResultStore
+    from entroguard.report import summary as S
+    from entroguard.report.data import Results
+
+    zoo = tmp_path / "zoo"
+    save_checkpoint(seeded_model("resnet_s", "mshp"), zoo / "resnet_s-mshp-beta0.01", beta=0.01,
+                    dataset="fashion-mnist", metrics={})  # fmt: skip
+    fast = {"steps": 1, "noise_copies": 1}
+    config = {
+        "n_images": 4,
+        "batch_size": 4,
+        "defenses": ["none", "lowpass"],
+        "threats": [
+            "clean",
+            {"attack": "rate_pgd", "eps": [32], "params": fast, "defenses": ["none"]},
+            {"attack": "rate_pgd", "eps": [8], "params": fast},
+            {"attack": "rate_lowfreq", "eps": [8], "params": {**fast, "defense": "lowpass"}},
+        ],
+    }
+    out = tmp_path / "out"
+    run_campaign(parse_config(config), out, zoo_dir=zoo, progress=False)
+    with ResultStore(out / "results.sqlite") as store:
+        results = Results.from_store(store)
+    bars = {(r["family"], r["defense"]): r for r in S.defense_family_rows(results)}
+    eps8 = results.mean_over_models("rate_pgd", 8.0, "rate_change_pct")
+    eps32 = results.mean_over_models("rate_pgd", 32.0, "rate_change_pct")
+    assert eps8 != eps32
+    assert bars["rate_pgd", "none"]["rate_change_pct"] == pytest.approx(eps8)
+    (row,) = S.adaptive_rows(results)
+    assert row["attack"] == "rate_lowfreq" and row["defense"] == "lowpass"
+    assert set(row["rate"]) == {"rate_pgd, none", "rate_pgd, lowpass", "rate_lowfreq, lowpass"}
+    html = write_report(out).read_text(encoding="utf-8")
+    section = html[html.index('id="defences"') :]
+    assert "Adaptive attacks" in section and "rate, rate_lowfreq, lowpass" in section

@@ -523,10 +523,47 @@ def _defense_section(results: Results) -> str:
         *((f"rate, {d}", True) for d in defenses),
         *((f"top-1, {d}", True) for d in defenses),
     ]
-    return fig + table(
+    return (
+        fig
+        + table(
+            headers,
+            rows,
+            "Mean rate change and top-1 change without (<i>none</i>) and with each defence, "
+            "over the models measured with a defence; corruptions at their strongest severity. "
+            "Adaptive attacks exist only against a defence, so they have no <i>none</i> value.",
+        )
+        + _adaptive_table(results)
+    )
+
+
+def _adaptive_table(results: Results) -> str:
+    """What each adaptive attack wins back against the defence it adapts to."""
+    found = S.adaptive_rows(results)
+    if not found:
+        return note(
+            "No adaptive attack was measured; add <code>rate_lowfreq</code>, "
+            "<code>rate_region</code> or <code>rate_pgd_through</code> to the campaign."
+        )
+    labels = list(dict.fromkeys(k for r in found for k in r["rate"]))
+    rows = [
+        [Cell(_condition_text(r["attack"], r["strength"])), Cell(escape(r["defense"])),
+         num_cell(r["n_models"], 0)]
+        + [rate_cell(r["rate"].get(k)) for k in labels]
+        + [top1_cell(r["top1"].get(k)) for k in labels]
+        for r in found
+    ]  # fmt: skip
+    headers = [
+        "adaptive attack",
+        "against",
+        ("models", True),
+        *((f"rate, {k}", True) for k in labels),
+        *((f"top-1, {k}", True) for k in labels),
+    ]
+    return "<h3>Adaptive attacks</h3>" + table(
         headers,
         rows,
-        "Mean rate change and top-1 change without (<i>none</i>) and with each defence, over "
-        "the models measured with a defence; corruptions at their strongest severity. Adaptive "
-        "attacks exist only against a defence, so they have no <i>none</i> value.",
+        "Each adaptive attack behind the defence it adapts to, next to the plain rate attack "
+        "at the same budget without and with that defence, on the same models. What the "
+        "adaptive attack's rate exceeds the plain attack's (behind the defence) is what it wins "
+        "back.",
     )
