@@ -129,3 +129,15 @@ def test_a_model_pattern_that_matches_nothing_is_a_clear_error(tiny_zoo, tmp_pat
     raw = {"n_images": 4, "threats": [{"attack": "noise", "eps": [8], "models": ["vit-*"]}]}
     with pytest.raises(ConfigError, match=r"threats\[0\]\.models: no model .* matches"):
         run_campaign(parse_config(raw), tmp_path, zoo_dir=tiny_zoo, progress=False)
+
+
+def test_the_shipped_example_configs_parse_and_deploy_the_demo_object_tv():
+    from entroguard.campaign import load_config
+    from entroguard.campaign.demo import OBJECT_TV_DEPLOYED
+
+    examples = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        cfg = load_config(path)
+        if "object_tv" in cfg.defenses:
+            assert cfg.defense_params["object_tv"] == OBJECT_TV_DEPLOYED, path.name

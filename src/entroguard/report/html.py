@@ -504,8 +504,9 @@ def _defense_section(results: Results) -> str:
     fig = figure(
         F.render(F.defense_figure, results, S.defense_family_rows(results)),
         "rate and accuracy change per threat family with and without each defence",
-        "<b>Each defence against each threat family</b> at its strongest measured strength, "
-        "mean over threats and models; grey is no defence. Rate and top-1 changes are against "
+        "<b>Each defence against each threat family</b> at the strongest strength measured "
+        "behind a defence (the same for every bar of a family), mean over threats and models; "
+        "grey is no defence. Rate and top-1 changes are against "
         "the clean images <i>without</i> defence, so a defence that lowers the rate below clean "
         "shows a negative bar, and its cost on clean images is the first group.",
     )
@@ -544,11 +545,17 @@ def _adaptive_table(results: Results) -> str:
             "No adaptive attack was measured; add <code>rate_lowfreq</code>, "
             "<code>rate_region</code> or <code>rate_pgd_through</code> to the campaign."
         )
-    labels = list(dict.fromkeys(k for r in found for k in r["rate"]))
+    labels = ["plain", "plain, defended", "adaptive"]
+
+    def won_back(r: dict) -> float | None:
+        a, p = r["rate"].get("adaptive"), r["rate"].get("plain, defended")
+        return None if a is None or p is None else a - p
+
     rows = [
         [Cell(_condition_text(r["attack"], r["strength"])), Cell(escape(r["defense"])),
          num_cell(r["n_models"], 0)]
         + [rate_cell(r["rate"].get(k)) for k in labels]
+        + [Cell(signed(won_back(r), 1, "pp") if won_back(r) is not None else "\u2013")]
         + [top1_cell(r["top1"].get(k)) for k in labels]
         for r in found
     ]  # fmt: skip
@@ -556,14 +563,20 @@ def _adaptive_table(results: Results) -> str:
         "adaptive attack",
         "against",
         ("models", True),
-        *((f"rate, {k}", True) for k in labels),
-        *((f"top-1, {k}", True) for k in labels),
+        ("rate, plain attack", True),
+        ("rate, plain attack + defence", True),
+        ("rate, adaptive + defence", True),
+        ("won back", True),
+        ("top-1, plain", True),
+        ("top-1, plain + defence", True),
+        ("top-1, adaptive + defence", True),
     ]
     return "<h3>Adaptive attacks</h3>" + table(
         headers,
         rows,
         "Each adaptive attack behind the defence it adapts to, next to the plain rate attack "
-        "at the same budget without and with that defence, on the same models. What the "
-        "adaptive attack's rate exceeds the plain attack's (behind the defence) is what it wins "
-        "back.",
+        "(<code>rate_pgd</code>) at the same budget without and with that defence, on the same "
+        "models; rates and top-1 against the clean images without defence. <i>Won back</i>: "
+        "the adaptive attack's rate minus the plain attack's behind the defence, in points of "
+        "the clean payload.",
     )

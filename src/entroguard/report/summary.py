@@ -230,8 +230,9 @@ def adaptive_rows(results: Results, base: str = "rate_pgd") -> list[dict]:
     at the same strength without and with that defence.
 
     Rows: ``{"attack", "defense", "strength", "n_models", "rate": {label: value}, "top1":
-    {label: value}}`` with labels ``"<base>, none"``, ``"<base>, <defense>"`` and
-    ``"<attack>, <defense>"``; a condition not measured is missing from the dicts.
+    {label: value}}`` with labels ``"plain"`` (``base``, no defence), ``"plain, defended"``
+    (``base`` behind the defence) and ``"adaptive"`` (the attack behind the defence); a
+    condition not measured is missing from the dicts.
     """
     from entroguard.threats.adaptive import ADAPTIVE_ATTACKS
 
@@ -242,9 +243,9 @@ def adaptive_rows(results: Results, base: str = "rate_pgd") -> list[dict]:
                 rows = results.select(attack, strength=s, defense=defense)
                 models = {r["model"] for r in rows}
                 cells = {
-                    f"{base}, none": results.select(base, strength=s, defense="none"),
-                    f"{base}, {defense}": results.select(base, strength=s, defense=defense),
-                    f"{attack}, {defense}": rows,
+                    "plain": results.select(base, strength=s, defense="none"),
+                    "plain, defended": results.select(base, strength=s, defense=defense),
+                    "adaptive": rows,
                 }
                 cells = {k: [r for r in v if r["model"] in models] for k, v in cells.items()}
                 out.append(
