@@ -10,6 +10,7 @@ Usage::
 
     python scripts/sweep_object_tv.py --out sweep.json               # the grid below, all 24
     python scripts/sweep_object_tv.py --models '*-beta0.01' --n 32
+    python scripts/sweep_object_tv.py --wide                           # 30 settings
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ GRID = [
     {"tv_eps": 0.02, "step_size": 0.04},
     {"tv_eps": 0.02, "step_size": 0.04, "fidelity_weight": 0.5},
     {"tv_eps": 0.02, "step_size": 0.04, "steps": 200, "fidelity_weight": 0.5},
+]
+
+#: ``--wide`` adds these: fidelity, TV weight and min weight at the paper's TV smoothing (0.1;
+#: TV weight 0.2 would need a smaller step to be stable).
+WIDE_GRID = [
+    {"fidelity_weight": f, "tv_weight": t, "min_weight": m}
+    for f in (0.05, 0.1, 0.15, 0.25)
+    for t in (0.1, 0.15)
+    for m in (0.0, 0.02, 0.05)
 ]
 
 
@@ -81,7 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=64, help="test images per model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("object_tv_sweep.json"))
+    parser.add_argument("--wide", action="store_true", help="also the 24 settings of WIDE_GRID")
     args = parser.parse_args(argv)
+    grid = GRID + WIDE_GRID if args.wide else GRID
     refs = [r for r in resolve_models("zoo") if fnmatch.fnmatchcase(r.name, args.models)]
     data = load_dataset("fashion-mnist", "test")
     images, labels = data.to_float(slice(0, args.n)), data.labels[: args.n]
@@ -89,11 +101,11 @@ def main(argv: list[str] | None = None) -> None:
     for ref in tqdm(refs, unit="model", desc="sweep"):
         model = ref.load()
         gc.freeze()  # the coder tables are large Python lists (see campaign.measurer)
-        records[ref.name] = sweep_model(model, images, labels, GRID, args.seed)
+        records[ref.name] = sweep_model(model, images, labels, grid, args.seed)
         args.out.write_text(json.dumps(records, indent=1))
     print(f"{len(records)} models, {args.n} images, rate_pgd eps 8/255; changes against clean")
     print("setting | attacked: rate, top-1 | clean: rate, top-1 | attacked fp / mshp")
-    for k, params in enumerate(GRID):
+    for k, params in enumerate(grid):
         cols = np.array([changes(r, k) for r in records.values()])
         by_prior = {
             p: np.array([changes(r, k) for n, r in records.items() if f"-{p}-" in n])
