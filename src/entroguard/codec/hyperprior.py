@@ -196,7 +196,8 @@ class MeanScaleHyperprior(LatentCodec):
         """
         gc = self.gaussian_conditional
         scales = gc.lower_bound_scale(scales)
-        return torch.bucketize(scales, gc.scale_table[:-1].to(scales), right=False).int()
+        table = gc.scale_table[:-1].to(scales)
+        return torch.bucketize(scales.contiguous(), table, right=False).int()
 
     def _tables(self) -> tuple[CdfTables, CdfTables]:
         if self._cdf_tables is None:
