@@ -90,7 +90,8 @@ def test_verdicts(mode):
     assert over.decision == mode
     assert over.score == pytest.approx(151 / 150)
     assert over.to_dict() == {"decision": mode, "score": round(151 / 150, 4),
-                              "threshold_bytes": 150.0}  # fmt: skip
+                              "threshold_bytes": 150.0, "client_alarm": False,
+                              "cusum": None}  # fmt: skip
 
 
 def test_off_mode_passes_everything_and_needs_no_stats():

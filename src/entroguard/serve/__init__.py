@@ -6,6 +6,7 @@ Modules, one idea each (import them directly; this package imports nothing heavy
 * :mod:`~entroguard.serve.engine`: packets -> guard -> decode (checked by the codec, see
   :mod:`entroguard.codec.rans`) -> tail -> predictions;
 * :mod:`~entroguard.serve.guard`: clean payload statistics, the rate guard, per-client budgets;
+* :mod:`~entroguard.serve.sequential`: the guard's per-client sequential test (CUSUM);
 * :mod:`~entroguard.serve.body`: reading a request body without passing a byte limit;
 * :mod:`~entroguard.serve.framing`: several packets in one request body;
 * :mod:`~entroguard.serve.metrics`: Prometheus text exposition;

@@ -5,9 +5,11 @@ Routes:
 * ``POST /v1/infer``: one packet (``application/octet-stream``) or several
   (``application/x-entroguard-batch``, see :mod:`~entroguard.serve.framing`); query
   ``top_k`` (default 5). Answers JSON: per packet the predicted class, top-k with
-  probabilities, payload size and the rate guard's verdict; for the request the bytes
-  received and the decode, tail and total server times (ms). For a single packet its
-  ``predicted``, ``label``, ``top_k`` and ``guard`` are repeated at the top level.
+  probabilities, payload size and the rate guard's verdict (``guard``: the packet's
+  ``decision``, ``score`` and ``threshold_bytes``, and the client's sequential test after it,
+  ``client_alarm`` and ``cusum``); for the request the bytes received and the decode, tail and
+  total server times (ms). For a single packet its ``predicted``, ``label``, ``top_k`` and
+  ``guard`` are repeated at the top level.
 * ``GET /v1/health``: liveness and the model's fingerprint.
 * ``GET /v1/models``: the served model: name, fingerprints, spec, classes, clean payload
   statistics and guard settings.
@@ -19,8 +21,9 @@ parsed by :func:`entroguard.packet.parse_packet`, and the codec checks coder str
 C++ decoder reads them (:mod:`~entroguard.codec.rans`). The model runs in worker threads
 (``model_threads`` at a time), never on the event loop.
 
-Client identity (for byte budgets and logs) is the ``X-Client-Id`` header when
-``trust_client_id`` (put the server behind a proxy that sets it), else the peer address.
+Client identity (for byte budgets, the sequential test and logs) is the ``X-Client-Id``
+header when ``trust_client_id`` (put the server behind a proxy that sets it), else the peer
+address.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from entroguard.models.split import SplitClassifier
 from entroguard.serve.body import DEFAULT_MAX_BODY_BYTES, check_content_length, read_limited
-from entroguard.serve.engine import DEFAULT_TOP_K, TailEngine, _RateAnomaly
+from entroguard.serve.engine import DEFAULT_TOP_K, TailEngine, _ClientAlarm, _RateAnomaly
 from entroguard.serve.errors import ServeError, dumps, error_body, retry_after_header
 from entroguard.serve.framing import (
     BATCH_CONTENT_TYPE,
@@ -47,9 +50,10 @@ from entroguard.serve.framing import (
     PACKET_CONTENT_TYPE,
     decode_batch,
 )
-from entroguard.serve.guard import ClientBudgets, GuardConfig, RateGuard
+from entroguard.serve.guard import ClientBudgets, GuardConfig, GuardDecision, RateGuard
 from entroguard.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from entroguard.serve.metrics import ServerMetrics
+from entroguard.serve.sequential import ClientCusums
 
 log = logging.getLogger("entroguard.serve")
 
@@ -110,25 +114,43 @@ def create_app(
 
     Args:
         model: the split model (coder tables built).
-        guard_config: rate-guard mode, threshold and per-client budgets (defaults:
-            :class:`GuardConfig`).
+        guard_config: rate-guard mode, threshold, per-client sequential test and budgets
+            (defaults: :class:`GuardConfig`).
         clean_stats: the model's clean payload statistics (checkpoint ``clean_payload``);
             required unless the guard mode is ``"off"``.
         model_name: shown in answers and metrics (default: the architecture and prior).
         classes: class names, index = class id.
         limits: resource bounds (:class:`ServeLimits`).
-        clock: monotonic seconds, for the byte budgets (tests inject a fake one).
+        clock: monotonic seconds, for the byte budgets and the sequential test's cool-down
+            (tests inject a fake one).
         metrics: where to count (a fresh :class:`ServerMetrics` by default).
 
     Returns:
         A FastAPI application; ``app.state.engine``, ``app.state.metrics``,
-        ``app.state.budgets`` are exposed for tests and embedding.
+        ``app.state.budgets``, ``app.state.cusums`` (None when the sequential test is off) are
+        exposed for tests and embedding.
     """
     guard_config = guard_config or GuardConfig()
     limits = limits or ServeLimits()
     metrics = metrics or ServerMetrics()
     guard = RateGuard(clean_stats, guard_config)
-    engine = TailEngine(model, guard, classes=classes, max_packet_bytes=limits.max_packet_bytes)
+    cusums = None
+    if guard_config.sequential:
+        cusums = ClientCusums(
+            guard_config.cusum_k,
+            guard_config.cusum_h,
+            guard_config.cusum_clip,
+            cooldown_s=guard_config.cusum_cooldown_s,
+            max_clients=guard_config.max_clients,
+            clock=clock,
+        )
+    engine = TailEngine(
+        model,
+        guard,
+        classes=classes,
+        max_packet_bytes=limits.max_packet_bytes,
+        sequential=cusums,
+    )
     budgets = ClientBudgets(
         guard_config.budget_bytes_per_s,
         guard_config.burst_bytes,
@@ -155,6 +177,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.budgets = budgets
     app.state.guard = guard
+    app.state.cusums = cusums
 
     def json_response(obj: dict, status: int = 200, headers: dict | None = None) -> Response:
         return Response(dumps(obj), status, headers, media_type="application/json")
@@ -162,6 +185,20 @@ def create_app(
     def error_response(exc: ServeError) -> Response:
         metrics.rejections.inc(reason=exc.reason)
         return json_response(exc.body(), exc.status, exc.headers)
+
+    def count_guard(decisions: list[GuardDecision], client: str) -> None:
+        for d in decisions:
+            metrics.guard_decisions.inc(decision=d.decision)
+            if d.client_alarm:
+                metrics.client_alarm_packets.inc(action=guard_config.mode)
+            if d.alarm_raised:
+                metrics.client_alarms.inc()
+                log.warning(
+                    "sequential rate test alarm client=%s cusum=%.2f h=%g k=%g payload_bytes=%d "
+                    "z=%.1f action=%s",
+                    client, d.cusum or 0.0, guard_config.cusum_h, guard_config.cusum_k,
+                    d.payload_bytes, d.z, guard_config.mode,
+                )  # fmt: skip
 
     def client_of(request: Request) -> str:
         if limits.trust_client_id:
@@ -212,14 +249,21 @@ def create_app(
                 if state.limiter is None:
                     state.limiter = anyio.CapacityLimiter(limits.model_threads)
                 outcome = await anyio.to_thread.run_sync(
-                    engine.infer, packets, top_k, limiter=state.limiter
+                    engine.infer, packets, top_k, client, limiter=state.limiter
                 )
             finally:
                 state.in_flight -= 1
                 metrics.in_flight.set(state.in_flight)
+        except _ClientAlarm as exc:
+            count_guard(exc.decisions, client)
+            log.info(
+                "sequential rate test refused client=%s packets=%d cusum=%.2f h=%g",
+                client, len(exc.decisions), exc.decisions[exc.refused[-1]].cusum or 0.0,
+                guard_config.cusum_h,
+            )  # fmt: skip
+            return error_response(exc)
         except _RateAnomaly as exc:
-            for d in exc.decisions:
-                metrics.guard_decisions.inc(decision=d.decision)
+            count_guard(exc.decisions, client)
             first = exc.decisions[exc.refused[0]]
             log.warning(
                 "rate guard refused client=%s packets=%d/%d payload_bytes=%d "
@@ -236,8 +280,8 @@ def create_app(
         metrics.packets.inc(len(outcome.results))
         metrics.decode_seconds.observe(outcome.decode_s)
         metrics.tail_seconds.observe(outcome.tail_s)
+        count_guard(outcome.decisions, client)
         for d in outcome.decisions:
-            metrics.guard_decisions.inc(decision=d.decision)
             metrics.payload_bytes.observe(d.payload_bytes)
             if d.decision == "flag":
                 log.info(

@@ -29,6 +29,12 @@ from entroguard.serve.guard import (
     DEFAULT_GUARD_QUANTILE,
 )
 from entroguard.serve.runner import DEFAULT_HOST, DEFAULT_PORT
+from entroguard.serve.sequential import (
+    DEFAULT_CUSUM_CLIP,
+    DEFAULT_CUSUM_COOLDOWN_S,
+    DEFAULT_CUSUM_H,
+    DEFAULT_CUSUM_K,
+)
 from entroguard.serve.uploads import DEFAULT_JPEG_QUALITY
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -63,6 +69,29 @@ def serve_command(
     guard_multiple: Annotated[
         float, typer.Option(help="Threshold = clean quantile x this multiple (bytes).")
     ] = DEFAULT_GUARD_MULTIPLE,
+    guard_cusum: Annotated[
+        bool,
+        typer.Option(
+            help="Per-client sequential test (CUSUM over each client's packet sizes): flags or "
+            "refuses, per --guard-mode, clients whose packets stay larger than clean ones."
+        ),
+    ] = True,
+    guard_cusum_k: Annotated[
+        float,
+        typer.Option(
+            help="CUSUM reference value, clean payload std per packet: packets more than k std "
+            "above the clean mean raise the statistic."
+        ),
+    ] = DEFAULT_CUSUM_K,
+    guard_cusum_h: Annotated[
+        float, typer.Option(help="CUSUM alarm threshold, clean payload std.")
+    ] = DEFAULT_CUSUM_H,
+    guard_cusum_clip: Annotated[
+        float, typer.Option(help="Each packet's score is clipped to +-this, clean payload std.")
+    ] = DEFAULT_CUSUM_CLIP,
+    guard_cusum_cooldown_s: Annotated[
+        float, typer.Option(help="A client silent this long starts its CUSUM again, seconds.")
+    ] = DEFAULT_CUSUM_COOLDOWN_S,
     client_budget_bytes_per_s: Annotated[
         float, typer.Option(help="Per-client byte budget refill rate, bytes/s (0: no budget).")
     ] = DEFAULT_BUDGET_BYTES_PER_S,
@@ -112,6 +141,11 @@ def serve_command(
             multiple=guard_multiple,
             budget_bytes_per_s=client_budget_bytes_per_s,
             burst_bytes=client_burst_bytes,
+            cusum=guard_cusum,
+            cusum_k=guard_cusum_k,
+            cusum_h=guard_cusum_h,
+            cusum_clip=guard_cusum_clip,
+            cusum_cooldown_s=guard_cusum_cooldown_s,
         )
         limits = ServeLimits(
             max_body_bytes=max_body_bytes,
@@ -145,6 +179,13 @@ def serve_command(
             f"rate guard: {guard_mode} packets over {guard.threshold_bytes:.0f} payload bytes "
             f"(clean q{guard_quantile:g} x {guard_multiple:g})"
         )
+        if guard_cusum:
+            guard_text += (
+                f"; per-client CUSUM k {guard_cusum_k:g}, h {guard_cusum_h:g} (clean std), "
+                f"cool-down {guard_cusum_cooldown_s:g} s"
+            )
+        else:
+            guard_text += "; per-client CUSUM off"
     budget_text = (
         f"client budget {client_budget_bytes_per_s:.0f} B/s, burst {client_burst_bytes:.0f} B"
         if client_budget_bytes_per_s > 0

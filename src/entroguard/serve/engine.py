@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -20,6 +20,7 @@ from entroguard.models.split import EncodedBatch, SplitClassifier
 from entroguard.packet import PacketError, parse_packet
 from entroguard.serve.errors import ServeError
 from entroguard.serve.guard import GuardDecision, RateGuard
+from entroguard.serve.sequential import ClientCusums
 
 DEFAULT_TOP_K = 5
 
@@ -49,6 +50,7 @@ class TailEngine:
             coder strings that cannot be decoded (``BitstreamError``, answered 400
             ``undecodable``) before CompressAI's decoder reads them.
         guard: the rate guard scoring each packet's payload.
+        sequential: the per-client sequential test fed with each packet's score (None: off).
         classes: class names, index = class id (None: names are the ids as strings).
         max_packet_bytes: largest single packet accepted, bytes.
         model_lock: if True, one request uses the model at a time (fewer, larger bursts of
@@ -63,9 +65,11 @@ class TailEngine:
         classes: Sequence[str] | None = None,
         max_packet_bytes: int = 1 << 20,
         model_lock: bool = True,
+        sequential: ClientCusums | None = None,
     ) -> None:
         self.model = model.eval()
         self.guard = guard
+        self.sequential = sequential
         k = model.spec.num_classes
         self.classes = list(classes) if classes is not None else [str(i) for i in range(k)]
         if len(self.classes) != k:
@@ -91,22 +95,40 @@ class TailEngine:
             strings.extend(batch.strings)
         return EncodedBatch(strings, latent_hw)
 
-    def judge(self, encoded: EncodedBatch) -> list[GuardDecision]:
-        """The guard's verdict on every packet; 422 ``rate_anomaly`` if any is refused."""
+    def judge(self, encoded: EncodedBatch, client: str | None = None) -> list[GuardDecision]:
+        """The guard's verdict on every packet; 422 ``rate_anomaly`` if any is refused.
+
+        With a sequential test and a ``client``, every packet's score is added to the
+        client's statistic (refused packets too, so a client in alarm that goes back to clean
+        packets leaves the alarm); in ``refuse`` mode the request is refused if the client is
+        in alarm after any of its packets.
+        """
         decisions = [self.guard.score(n) for n in encoded.payload_bytes()]
+        if self.sequential is not None and client is not None:
+            steps = self.sequential.update(client, [d.z for d in decisions])
+            decisions = [
+                replace(d, client_alarm=s.alarm, cusum=s.statistic, alarm_raised=s.raised)
+                for d, s in zip(decisions, steps, strict=True)
+            ]
         refused = [i for i, d in enumerate(decisions) if d.decision == "refuse"]
         if refused:
             d = decisions[refused[0]]
             raise _RateAnomaly(decisions, refused, d)
+        alarmed = [i for i, d in enumerate(decisions) if d.client_alarm]
+        if alarmed and self.sequential is not None and self.guard.config.mode == "refuse":
+            raise _ClientAlarm(decisions, alarmed, self.sequential)
         return decisions
 
-    def infer(self, packets: Sequence[bytes], top_k: int = DEFAULT_TOP_K) -> InferOutcome:
-        """Classify ``packets`` (1 or more); raises :class:`ServeError` for refused input."""
+    def infer(
+        self, packets: Sequence[bytes], top_k: int = DEFAULT_TOP_K, client: str | None = None
+    ) -> InferOutcome:
+        """Classify ``packets`` (1 or more) from ``client`` (its sequential test; None: none);
+        raises :class:`ServeError` for refused input."""
         if not packets:
             raise ServeError("empty", "no packet in the request")
         top_k = max(1, min(int(top_k), len(self.classes)))
         encoded = self.parse(packets)
-        decisions = self.judge(encoded)
+        decisions = self.judge(encoded, client)
         if self._lock is None:
             return self._run(encoded, decisions, top_k)
         with self._lock:
@@ -169,6 +191,27 @@ class _RateAnomaly(ServeError):
         )
         self.decisions = decisions
         self.refused = refused
+
+
+class _ClientAlarm(_RateAnomaly):
+    """422 ``rate_anomaly`` because the client's sequential test is in alarm."""
+
+    def __init__(
+        self, decisions: list[GuardDecision], alarmed: list[int], sequential: ClientCusums
+    ):
+        last = decisions[alarmed[-1]]
+        ServeError.__init__(
+            self,
+            "rate_anomaly",
+            f"this client's sequential rate test (CUSUM over its packets) is in alarm: "
+            f"statistic {last.cusum or 0.0:.1f} over h = {sequential.h:g} clean std; its packets "
+            "have carried more payload than clean images for a while. They are refused until "
+            f"the statistic falls back below h (each packet of clean size lowers it by about "
+            f"{sequential.k:g}) or after {sequential.cooldown_s:g} s without packets; check the "
+            "device for tampered inputs",
+        )
+        self.decisions = decisions
+        self.refused = alarmed
 
 
 def _nth(i: int, n: int, message: str) -> str:

@@ -16,9 +16,11 @@ so clients can branch on the reason alone. Statuses:
 * 415: a content type other than ``application/octet-stream`` (one packet) or
   ``application/x-entroguard-batch`` (several);
 * 422: refused by the rate guard (``"rate_anomaly"``): the packet is well-formed and from the
-  right model, but its payload is far above the model's clean payload sizes. Not 429, which
-  tells a client to retry later (the same packet would be refused again), not 413 (the packet
-  is within the configured size limits), not 400 (nothing is malformed);
+  right model, but its payload is far above the model's clean payload sizes, or its client's
+  sequential test (:mod:`~entroguard.serve.sequential`) is in alarm: the client's packets have
+  been larger than clean ones for a while (the detail says which). Not 429, which tells a
+  client to retry later (the same packet would be refused again), not 413 (the packet is
+  within the configured size limits), not 400 (nothing is malformed);
 * 429: the client's byte budget is spent (``"rate_limited"``), with ``Retry-After``;
 * 503: too many requests in flight (``"overloaded"``), with ``Retry-After``;
 * 500: a bug (``"internal"``); no input is meant to produce it.

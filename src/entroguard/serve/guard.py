@@ -1,6 +1,6 @@
-"""The rate guard: payload sizes far above a model's clean sizes, and per-client byte budgets.
+"""The rate guard: packets far above clean sizes, sustained shifts per client, byte budgets.
 
-Two separate defences:
+Three separate defences:
 
 * :class:`RateGuard` scores each packet against the clean payload-size statistics of its model
   (measured on the clean test set and stored in the checkpoint as ``clean_payload``, see
@@ -8,6 +8,10 @@ Two separate defences:
   clean quantile ``q`` x ``multiple`` (default: the 0.999 quantile x 1.10) is flagged
   (answered, and counted) or refused (HTTP 422, reason ``"rate_anomaly"``), per ``mode``.
   Rate attacks inflate the payload (up to +95% in the paper); the guard sees exactly that.
+* :class:`~entroguard.serve.sequential.ClientCusums` (on unless ``cusum=False``) sums each
+  client's packet scores in a one-sided CUSUM and raises a *client alarm* when the client's
+  packets have been larger than clean ones for a while (a sustained shift that no single
+  packet shows); an alarm is flagged or refused per ``mode`` like a packet over the threshold.
 * :class:`ClientBudgets` keeps a token bucket of bytes per client (HTTP 429 with
   ``Retry-After`` when a request does not fit), so one client cannot flood the server whatever
   its packets look like.
@@ -27,6 +31,14 @@ from typing import Literal
 
 import numpy as np
 
+from entroguard.serve.sequential import (
+    DEFAULT_CUSUM_CLIP,
+    DEFAULT_CUSUM_COOLDOWN_S,
+    DEFAULT_CUSUM_H,
+    DEFAULT_CUSUM_K,
+    check_cusum_params,
+)
+
 GuardMode = Literal["flag", "refuse", "off"]
 GUARD_MODES: tuple[str, ...] = ("flag", "refuse", "off")
 DEFAULT_GUARD_QUANTILE = 0.999
@@ -35,6 +47,9 @@ DEFAULT_BUDGET_BYTES_PER_S = 1 << 20
 """Default per-client refill rate of the byte budget: 1 MiB/s."""
 DEFAULT_BURST_BYTES = 4 << 20
 """Default per-client bucket size: 4 MiB."""
+
+MIN_SCALE_BYTES = 1.0
+"""Smallest payload scale of a z-score, bytes (payloads are whole bytes)."""
 
 Clock = Callable[[], float]
 
@@ -96,7 +111,14 @@ class GuardConfig:
         multiple: factor applied to that quantile (> 0); threshold = quantile x multiple, bytes.
         budget_bytes_per_s: per-client refill rate of the byte budget; 0 disables budgets.
         burst_bytes: per-client bucket size in bytes (largest burst).
-        max_clients: most client buckets kept (least recently used are dropped).
+        max_clients: most clients kept, for the byte budgets and for the sequential test
+            each (least recently used are dropped).
+        cusum: run the per-client sequential test (:mod:`~entroguard.serve.sequential`);
+            ignored when ``mode`` is ``"off"``.
+        cusum_k: its reference value, clean std units per packet (> 0).
+        cusum_h: its alarm threshold, clean std units (> 0).
+        cusum_clip: each packet's score is clipped to +-this, clean std units (> cusum_k).
+        cusum_cooldown_s: a client silent this long starts again from 0, seconds (> 0).
     """
 
     mode: GuardMode = "flag"
@@ -105,6 +127,11 @@ class GuardConfig:
     budget_bytes_per_s: float = DEFAULT_BUDGET_BYTES_PER_S
     burst_bytes: float = DEFAULT_BURST_BYTES
     max_clients: int = 10_000
+    cusum: bool = True
+    cusum_k: float = DEFAULT_CUSUM_K
+    cusum_h: float = DEFAULT_CUSUM_H
+    cusum_clip: float = DEFAULT_CUSUM_CLIP
+    cusum_cooldown_s: float = DEFAULT_CUSUM_COOLDOWN_S
 
     def __post_init__(self) -> None:
         if self.mode not in GUARD_MODES:
@@ -117,6 +144,12 @@ class GuardConfig:
             raise ValueError(f"client burst must be > 0 bytes, got {self.burst_bytes}")
         if self.max_clients < 1:
             raise ValueError(f"max_clients must be >= 1, got {self.max_clients}")
+        check_cusum_params(self.cusum_k, self.cusum_h, self.cusum_clip, self.cusum_cooldown_s)
+
+    @property
+    def sequential(self) -> bool:
+        """Whether the per-client sequential test runs (on, and the guard is not off)."""
+        return self.cusum and self.mode != "off"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,7 +164,14 @@ class GuardDecision:
         payload_bytes: the packet's coder payload, bytes.
         threshold_bytes: the threshold it was compared with, bytes.
         score: payload / threshold (> 1 means over the threshold).
-        z: (payload - clean mean) / clean std, for logs (0 when std is 0).
+        z: (payload - clean mean) / max(clean std, 1 byte), the sequential test's score (0
+            when the guard has no statistics). Payloads are whole bytes, hence the floor.
+        client_alarm: the client's sequential test is in alarm after this packet (its
+            statistic is over ``h``); False when the test is off.
+        cusum: the client's CUSUM statistic after this packet, clean std units; None when the
+            test is off.
+        alarm_raised: this packet took the client's statistic over ``h`` (for metrics and
+            logs; not in :meth:`to_dict`).
     """
 
     decision: str
@@ -139,12 +179,17 @@ class GuardDecision:
     threshold_bytes: float
     score: float
     z: float
+    client_alarm: bool = False
+    cusum: float | None = None
+    alarm_raised: bool = False
 
     def to_dict(self) -> dict:
         return {
             "decision": self.decision,
             "score": _json_number(self.score, 4),
             "threshold_bytes": _json_number(self.threshold_bytes, 2),
+            "client_alarm": self.client_alarm,
+            "cusum": None if self.cusum is None else _json_number(self.cusum, 3),
         }
 
 
@@ -185,8 +230,10 @@ class RateGuard:
             decision = "pass"
         else:
             decision = self.config.mode
-        std = float(self.stats["std"]) if self.stats else 0.0
-        z = (payload_bytes - float(self.stats["mean"])) / std if self.stats and std > 0 else 0.0
+        z = 0.0
+        if self.stats:
+            scale = max(float(self.stats["std"]), MIN_SCALE_BYTES)
+            z = (payload_bytes - float(self.stats["mean"])) / scale
         return GuardDecision(decision, int(payload_bytes), self.threshold_bytes, score, z)
 
     def describe(self) -> dict:

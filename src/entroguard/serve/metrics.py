@@ -208,6 +208,14 @@ class ServerMetrics:
         self.guard_decisions = r.counter(
             "entroguard_guard_decisions_total", "Rate-guard verdicts on packets.", ("decision",)
         )
+        self.client_alarms = r.counter(
+            "entroguard_guard_client_alarms_total",
+            "Sequential-test alarms raised: a client's CUSUM statistic crossing h.",
+        )
+        self.client_alarm_packets = r.counter(
+            "entroguard_guard_client_alarm_packets_total",
+            "Packets from clients whose sequential test was in alarm, by action.", ("action",),
+        )  # fmt: skip
         self.payload_bytes = r.histogram(
             "entroguard_packet_payload_bytes", "Coder payload per packet, bytes.",
             buckets=BYTES_BUCKETS,
