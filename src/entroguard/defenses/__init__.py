@@ -25,6 +25,7 @@ __all__ = [
     "ObjectAwareTV",
     "TotalVariation",
     "build_defense",
+    "check_defense_name",
     "known_defenses",
 ]
 
@@ -39,6 +40,18 @@ def known_defenses() -> list[str]:
     return sorted(DEFENSES)
 
 
+def check_defense_name(name: str) -> str:
+    """Return ``name`` if it is a key of :data:`DEFENSES`, else raise a ValueError that lists
+    the known defences (and the closest one)."""
+    if name not in DEFENSES:
+        close = difflib.get_close_matches(str(name), DEFENSES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"unknown defence {name!r}: choose one of {', '.join(known_defenses())}{hint}"
+        )
+    return name
+
+
 def build_defense(name: str, **params) -> Defense:
     """Build the defence ``name`` with its hyper-parameters ``params``.
 
@@ -47,10 +60,4 @@ def build_defense(name: str, **params) -> Defense:
             ``gaussian_blur``).
         params: the defence's hyper-parameters (e.g. ``tv_weight=0.1`` or ``quality=75``).
     """
-    if name not in DEFENSES:
-        close = difflib.get_close_matches(name, DEFENSES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
-            f"unknown defence {name!r}: choose one of {', '.join(known_defenses())}{hint}"
-        )
-    return DEFENSES[name](**params)
+    return DEFENSES[check_defense_name(name)](**params)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from entroguard.defenses import check_defense_name
 from entroguard.defenses.dct import project_low_band
 from entroguard.models.split import SplitClassifier
-from entroguard.threats.adaptive.common import check_defense_name
 from entroguard.threats.attacks.projection import (
     Norm,
     ascent_step,

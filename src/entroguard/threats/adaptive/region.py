@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from entroguard.defenses import check_defense_name
 from entroguard.defenses.rate_mask import latent_bit_map
 from entroguard.models.split import SplitClassifier
-from entroguard.threats.adaptive.common import check_defense_name
 from entroguard.threats.attacks.base import PGDAttack
 from entroguard.threats.attacks.projection import Norm
 from entroguard.threats.attacks.rate_pgd import AttackQuantization, RatePGD

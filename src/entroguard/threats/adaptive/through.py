@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from entroguard.defenses import check_defense_name
 from entroguard.models.split import SplitClassifier
-from entroguard.threats.adaptive.common import check_defense_name
 from entroguard.threats.attacks.projection import Norm
 from entroguard.threats.attacks.rate_pgd import AttackQuantization, RatePGD, rate_bits
 
