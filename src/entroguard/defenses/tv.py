@@ -80,6 +80,14 @@ def _weights(weights: Tensor | float, f: Tensor) -> Tensor:
     return w
 
 
+def _folded(step_size: float, fidelity: float) -> tuple[float, float, float]:
+    """The iteration's constants, shared by every solver so that they agree: the factor of
+    ``u`` (``c = 1 / (1 + step * fidelity)``), of ``f`` (``c * step * fidelity``) and of the
+    weight (``c * step``)."""
+    c = 1.0 / (1.0 + step_size * fidelity)
+    return c, c * step_size * fidelity, c * step_size
+
+
 def _steps(u: Tensor, cf: Tensor, wk: Tensor, c: float, e2: float, n: int) -> Tensor:
     """``n`` differentiable steps ``u <- c u + cf + div(wk grad u / |grad u|_eps)``."""
     for _ in range(n):
@@ -117,9 +125,9 @@ def tv_denoise(
     """
     f = images
     w = _weights(weights, f)
-    c = 1.0 / (1.0 + step_size * fidelity)
-    cf = f * (c * step_size * fidelity)
-    wk = w * (c * step_size)
+    c, cfw, ck = _folded(step_size, fidelity)
+    cf = f * cfw
+    wk = w * ck
     e2 = eps * eps
     u = f
     grad = torch.is_grad_enabled() and (f.requires_grad or wk.requires_grad)
@@ -178,9 +186,8 @@ def tv_denoise_fast(
     w = _weights(weights, f)
     if w.shape[0] not in (1, f.shape[0]):
         raise ValueError(f"weights of shape {tuple(w.shape)} do not fit images {tuple(f.shape)}")
-    c = 1.0 / (1.0 + step_size * fidelity)
-    cfw = c * step_size * fidelity
-    wk = (w * (c * step_size)).expand(f.shape[0], *w.shape[1:])
+    c, cfw, ck = _folded(step_size, fidelity)
+    wk = (w * ck).expand(f.shape[0], *w.shape[1:])
     grey = (
         f.shape[1] > 1
         and wk.shape[1] == 1
