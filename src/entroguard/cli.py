@@ -132,15 +132,6 @@ def zoo_cmd(
 WORKERS_HELP = "Processes measuring in parallel (0: one per CPU core, at most one per model)."
 
 
-def _workers(requested: int, cfg, zoo_dir: Path | None) -> int:
-    if requested > 0:
-        return requested
-    from entroguard.campaign.models import resolve_models
-    from entroguard.campaign.runner import default_workers
-
-    return default_workers(len(resolve_models(cfg.models, zoo_dir)))
-
-
 @app.command()
 def campaign(
     config: Annotated[Path, typer.Argument(help="Campaign YAML (see entroguard.campaign.config).")],
@@ -156,7 +147,7 @@ def campaign(
 
     try:
         cfg = load_config(config)
-        csv_path = run_campaign(cfg, out, zoo_dir=zoo_dir, workers=_workers(workers, cfg, zoo_dir))
+        csv_path = run_campaign(cfg, out, zoo_dir=zoo_dir, workers=workers)
     except (EntroguardError, ValueError) as exc:
         _fail(exc)
     typer.echo(f"results: {csv_path} and {out / 'results.sqlite'}")
@@ -202,7 +193,7 @@ def demo(
     t0 = time.perf_counter()
     try:
         cfg = demo_config(n_images)
-        run_campaign(cfg, out, zoo_dir=zoo_dir, workers=_workers(workers, cfg, zoo_dir))
+        run_campaign(cfg, out, zoo_dir=zoo_dir, workers=workers)
         print_summary(out)
         write_demo_analysis(out, cfg.n_images, zoo_dir)
     except (EntroguardError, ValueError) as exc:

@@ -94,13 +94,15 @@ def run_campaign(
         out_dir: folder of ``results.sqlite`` and ``results.csv``.
         zoo_dir: where zoo names are looked up (default: the shipped zoo).
         progress: show a progress bar (images measured, all defences counted).
-        workers: processes measuring in parallel (1: in this process). Each worker runs torch
-            on ``cpu_count // workers`` threads; results are the same for the same ``workers``.
+        workers: processes measuring in parallel (1: in this process; 0: one per CPU core, at
+            most one per model, see :func:`default_workers`). Each worker runs torch on
+            ``cpu_count // workers`` threads; results are the same for the same ``workers``.
 
     Returns the path of ``results.csv``, rewritten from the database at the end.
     """
     out_dir = Path(out_dir)
     refs = resolve_models(config.models, zoo_dir)
+    workers = workers if workers > 0 else default_workers(len(refs))
     data = load_dataset(config.dataset, "test").subset(config.n_images)
     with ResultStore(out_dir / "results.sqlite") as store:
         tasks = plan_tasks(config, refs, len(data), store.done_keys())
@@ -155,17 +157,18 @@ def _run_parallel(tasks: Iterator[Task], measurer: Measurer, workers: int, recor
             for task in tasks:
                 pending.add(pool.submit(_run_task, task))
                 while len(pending) >= 2 * workers:
-                    pending = _drain(pending, record, FIRST_COMPLETED)
+                    pending = _drain(pending, record)
             while pending:
-                pending = _drain(pending, record, FIRST_COMPLETED)
+                pending = _drain(pending, record)
         except BaseException:
             for f in pending:
                 f.cancel()
             raise
 
 
-def _drain(pending: set[Future], record, return_when: str) -> set[Future]:
-    done, rest = wait(pending, return_when=return_when)
+def _drain(pending: set[Future], record) -> set[Future]:
+    """Wait for the first of ``pending`` to finish, record its results; the rest."""
+    done, rest = wait(pending, return_when=FIRST_COMPLETED)
     for f in done:
         try:
             results = f.result()
