@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
 import torch
 
 from entroguard.models import SplitClassifier, build_model
@@ -24,3 +29,10 @@ def seeded_images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
     coarse = torch.rand(n, 3, size // 4, size // 4, generator=g)
     x = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear")
     return (x + 0.05 * torch.rand(n, 3, size, size, generator=g)).clamp(0, 1)
+
+
+def write_idx(path: str | Path, array: np.ndarray) -> None:
+    """Write ``array`` as a gzipped IDX file of unsigned bytes (Fashion-MNIST's format)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())

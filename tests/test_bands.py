@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
 import json
-import struct
 
 import numpy as np
 import pytest
 import torch
-from eg_testutil import seeded_images, seeded_model
+from eg_testutil import seeded_images, seeded_model, write_idx
 
 from entroguard.analysis.bands import (
     band_energy,
@@ -103,12 +101,6 @@ def test_threat_bands_noise_adds_and_blur_removes_high_frequencies():
 # -- write_analysis and the report, on a seeded model and a tiny Fashion-MNIST -----------------
 
 
-def _write_idx(path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A seeded checkpoint, 8 random Fashion-MNIST-shaped test images, and a finished campaign
@@ -117,8 +109,8 @@ def tiny(tmp_path_factory):
     data = root / "fashion-mnist"
     data.mkdir()
     rng = np.random.default_rng(0)
-    _write_idx(data / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (8, 28, 28)))
-    _write_idx(data / "t10k-labels-idx1-ubyte.gz", np.arange(8) % 10)
+    write_idx(data / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (8, 28, 28)))
+    write_idx(data / "t10k-labels-idx1-ubyte.gz", np.arange(8) % 10)
     name = "resnet_s-mshp-beta0.01"
     save_checkpoint(seeded_model("resnet_s", "mshp"), root / "zoo" / name, beta=0.01,
                     dataset="fashion-mnist", metrics={})  # fmt: skip

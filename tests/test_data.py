@@ -8,16 +8,11 @@ import struct
 import numpy as np
 import pytest
 import torch
+from eg_testutil import write_idx
 
 import entroguard.data.fashion_mnist as fm
 from entroguard.data import load_dataset
 from entroguard.errors import DatasetNotFoundError
-
-
-def _write_idx(path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.fixture
@@ -37,8 +32,8 @@ def test_reads_idx_files_and_pads_to_32(isolated, monkeypatch):
     d = isolated / "fm"
     d.mkdir()
     images = np.arange(5 * 28 * 28).reshape(5, 28, 28) % 256
-    _write_idx(d / "t10k-images-idx3-ubyte.gz", images)
-    _write_idx(d / "t10k-labels-idx1-ubyte.gz", np.array([0, 1, 2, 3, 9]))
+    write_idx(d / "t10k-images-idx3-ubyte.gz", images)
+    write_idx(d / "t10k-labels-idx1-ubyte.gz", np.array([0, 1, 2, 3, 9]))
     monkeypatch.setenv("ENTROGUARD_FASHION_MNIST", str(d))
     ds = load_dataset("fashion-mnist", "test")
     assert ds.images.shape == (5, 1, 32, 32) and ds.labels.tolist() == [0, 1, 2, 3, 9]
@@ -51,7 +46,7 @@ def test_reads_idx_files_and_pads_to_32(isolated, monkeypatch):
 def test_truncated_idx_is_a_clear_error(isolated, monkeypatch):
     d = isolated / "fm"
     d.mkdir()
-    _write_idx(d / "t10k-images-idx3-ubyte.gz", np.zeros((5, 28, 28)))
+    write_idx(d / "t10k-images-idx3-ubyte.gz", np.zeros((5, 28, 28)))
     with gzip.open(d / "t10k-labels-idx1-ubyte.gz", "wb") as f:
         f.write(bytes([0, 0, 8, 1]) + struct.pack(">I", 10) + b"\x00" * 3)
     monkeypatch.setenv("ENTROGUARD_FASHION_MNIST", str(d))

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import gzip
 import re
 import shutil
 import sqlite3
-import struct
 
 import matplotlib
 import numpy as np
 import pytest
-from eg_testutil import seeded_model
+from eg_testutil import seeded_model, write_idx
 
 from entroguard.campaign.config import parse_config
 from entroguard.campaign.runner import run_campaign
@@ -38,12 +36,6 @@ SECTIONS = ("What was run", "Clean baseline", "Corruptions", "Attacks", "Summary
             "Per-image distributions", "Defences")  # fmt: skip
 
 
-def _write_idx(path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory):
     """A finished campaign folder: two seeded models, clean, corruptions and two attacks."""
@@ -51,8 +43,8 @@ def campaign(tmp_path_factory):
     data = root / "fashion-mnist"
     data.mkdir()
     rng = np.random.default_rng(0)
-    _write_idx(data / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (8, 28, 28)))
-    _write_idx(data / "t10k-labels-idx1-ubyte.gz", np.arange(8) % 10)
+    write_idx(data / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (8, 28, 28)))
+    write_idx(data / "t10k-labels-idx1-ubyte.gz", np.arange(8) % 10)
     zoo = root / "zoo"
     for i, (name, (arch, prior, beta)) in enumerate(MODELS.items()):
         model = seeded_model(arch, prior, seed=i)

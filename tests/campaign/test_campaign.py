@@ -13,12 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from eg_testutil import seeded_model
 
 from entroguard.campaign import ConfigError, load_config, run_campaign
 from entroguard.campaign.config import parse_config
 from entroguard.campaign.export import COLUMNS
-from entroguard.train.checkpoint import save_checkpoint
 
 SMALL = {
     "n_images": 12,
@@ -36,15 +34,6 @@ SMALL = {
         },
     ],
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_zoo(tmp_path_factory) -> Path:
-    zoo = tmp_path_factory.mktemp("zoo")
-    for arch, prior in (("resnet_s", "fp"), ("regnet_s", "mshp")):
-        save_checkpoint(seeded_model(arch, prior), zoo / f"{arch}-{prior}-beta0.01", beta=0.01,
-                        dataset="fashion-mnist")  # fmt: skip
-    return zoo
 
 
 def _rows(path: Path) -> list[dict]:

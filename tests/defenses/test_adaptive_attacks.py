@@ -9,15 +9,11 @@ import torch
 from defense_helpers import (
     colour_images,
     fresh,
-    sample_images,
-    trained_model,
-    untrained_models,
 )
 
 from entroguard.defenses import ObjectAwareTV
 from entroguard.defenses.dct import out_of_band_energy
 from entroguard.defenses.rate_mask import latent_bit_map
-from entroguard.models import SplitClassifier
 from entroguard.threats.adaptive import (
     ADAPTIVE_ATTACKS,
     RateLowFreq,
@@ -50,21 +46,6 @@ def _quick_attacks(eps: float = EPS, **kw) -> list:
         RateRegion(eps, **QUICK, **kw),
         RatePGDThrough(eps, **QUICK, **through, **kw),
     ]
-
-
-@pytest.fixture
-def trained() -> SplitClassifier:
-    return trained_model()
-
-
-@pytest.fixture
-def untrained() -> dict[str, SplitClassifier]:
-    return untrained_models()
-
-
-@pytest.fixture
-def images() -> tuple[torch.Tensor, torch.Tensor]:
-    return sample_images()
 
 
 # ------------------------------------------------------------------ registry and repr

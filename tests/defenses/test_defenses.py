@@ -9,9 +9,6 @@ import torch
 from defense_helpers import (
     colour_images,
     fresh,
-    sample_images,
-    trained_model,
-    untrained_models,
 )
 
 from entroguard.defenses import (
@@ -37,7 +34,6 @@ from entroguard.defenses.dct import (
 from entroguard.defenses.rate_mask import latent_bit_map, normalise_per_image, rate_mask
 from entroguard.defenses.tv import tv_denoise, tv_denoise_fast
 from entroguard.errors import InputError
-from entroguard.models import SplitClassifier
 from entroguard.threats.attacks import RatePGD
 
 NAMES = ("object_tv", "tv", "lowpass", "jpeg", "gaussian_blur")
@@ -57,21 +53,6 @@ def _energy(u, f, w, fidelity, eps):
     gy = torch.nn.functional.pad(u[..., 1:, :] - u[..., :-1, :], (0, 0, 0, 1))
     tv = (w * torch.sqrt(gx**2 + gy**2 + eps**2)).sum()
     return fidelity / 2 * (u - f).pow(2).sum() + tv
-
-
-@pytest.fixture
-def trained() -> SplitClassifier:
-    return trained_model()
-
-
-@pytest.fixture
-def untrained() -> dict[str, SplitClassifier]:
-    return untrained_models()
-
-
-@pytest.fixture
-def images() -> tuple[torch.Tensor, torch.Tensor]:
-    return sample_images()
 
 
 # ------------------------------------------------------------------------ registry and repr
