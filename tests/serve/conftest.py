@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import pytest
-from serve_helpers import make_model, smooth_images, stats_of
+from eg_testutil import seeded_model
+from serve_helpers import smooth_images, stats_of
 
 from entroguard.models.split import SplitClassifier
 
 
 @pytest.fixture(scope="session")
 def fp_model() -> SplitClassifier:
-    return make_model("fp")
+    return seeded_model("resnet_s", "fp")
 
 
 @pytest.fixture(scope="session")
 def mshp_model() -> SplitClassifier:
-    return make_model("mshp")
+    return seeded_model("resnet_s", "mshp")
 
 
 @pytest.fixture(scope="session")

@@ -19,19 +19,10 @@ import httpx
 import numpy as np
 import torch
 
-from entroguard.models.small import build_small
 from entroguard.models.split import SplitClassifier
 from entroguard.serve.guard import clean_payload_stats
 
 LOOPBACK = "127.0.0.1"
-
-
-def make_model(prior: str, seed: int = 0, arch: str = "resnet_s") -> SplitClassifier:
-    """A seeded random-weight split model, eval mode, coder tables built."""
-    torch.manual_seed(seed)
-    model = build_small(arch, prior).eval()
-    model.prepare_coding()
-    return model
 
 
 def smooth_images(n: int, seed: int = 0, size: int = 32) -> torch.Tensor:

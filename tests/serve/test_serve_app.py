@@ -8,7 +8,8 @@ import zlib
 import httpx
 import pytest
 import torch
-from serve_helpers import live_app, make_model, noise_images, smooth_images
+from eg_testutil import seeded_model
+from serve_helpers import live_app, noise_images, smooth_images
 
 from entroguard.packet import Packet, parse_packet
 from entroguard.serve.app import ServeLimits
@@ -95,7 +96,7 @@ def _bad_bodies(fp_model, mshp_model):
     good = fp_model.to_packets(smooth_images(1, seed=11))[0]
     p = parse_packet(good)
     crafted = Packet(p.prior, p.fingerprint, p.latent_hw, (b"\xff" * len(p.strings[0]),))
-    other = make_model("fp", seed=1).to_packets(smooth_images(1, seed=11))[0]
+    other = seeded_model("resnet_s", "fp", seed=1).to_packets(smooth_images(1, seed=11))[0]
     flipped = bytearray(good)
     flipped[-1] ^= 0x55
     return [

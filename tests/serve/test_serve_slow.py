@@ -15,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import torch
+from eg_testutil import seeded_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from serve_helpers import (
     ServerProcess,
-    make_model,
     noise_images,
     save_model,
     smooth_images,
@@ -46,7 +46,7 @@ def _reseal(data: bytes) -> bytes:
 @pytest.fixture(scope="module", params=["fp", "mshp"])
 def served(request, tmp_path_factory):
     prior = request.param
-    model = make_model(prior)
+    model = seeded_model("resnet_s", prior)
     stats = stats_of(model, smooth_images(64, seed=1))
     workdir = tmp_path_factory.mktemp(f"server-{prior}")
     checkpoint = save_model(model, workdir / f"fuzz-{prior}", stats)
@@ -56,7 +56,8 @@ def served(request, tmp_path_factory):
     images = torch.cat([smooth_images(6, seed=2), noise_images(2, seed=3)])
     packets = model.to_packets(images)
     expected = model.from_packets(packets).argmax(1).tolist()
-    foreign = make_model("fp" if prior == "mshp" else "mshp").to_packets(smooth_images(2))
+    other_prior = "fp" if prior == "mshp" else "mshp"
+    foreign = seeded_model("resnet_s", other_prior).to_packets(smooth_images(2))
     yield prior, server, packets, expected, foreign
     server.stop()
 
