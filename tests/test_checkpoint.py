@@ -24,14 +24,71 @@ def test_round_trip_keeps_fingerprint_and_bytes(tmp_path):
     assert meta["beta"] == 0.1 and meta["spec"]["arch"] == "mobilenetv2_s"
 
 
-def test_no_coder_tables_and_no_pickle_in_the_file(tmp_path):
-    path = save_checkpoint(seeded_model("resnet_s", "fp"), tmp_path / "m")
-    from safetensors import safe_open
+def _file_state(path):
+    from safetensors.torch import load_file
 
-    with safe_open(str(path), "pt") as f:
-        keys = list(f.keys())
-    assert not any(k.endswith("_quantized_cdf") for k in keys)
+    return load_file(str(path))
+
+
+@pytest.mark.parametrize("prior", ["fp", "mshp"])
+def test_coder_tables_are_stored_packed_and_used_as_stored(tmp_path, prior):
+    model = seeded_model("resnet_s", prior)
+    path = save_checkpoint(model, tmp_path / "m")
     assert path.read_bytes()[:1] != b"\x80"  # not a pickle stream
+    state = _file_state(path)
+    cdfs = [k for k in state if k.endswith("_quantized_cdf")]
+    assert cdfs and all(state[k].dim() == 1 for k in cdfs)  # rows without their padding
+    assert read_metadata(path)["format_version"] == 2
+    loaded = load_checkpoint(path)
+    for key, table in model.coder_tables().items():
+        assert torch.equal(loaded.coder_tables()[key], table), key
+
+
+def test_stored_tables_win_over_a_rebuild(tmp_path):
+    """A machine that would rebuild other tables from the densities codes with the stored ones."""
+    from safetensors.torch import save_file
+
+    model = seeded_model("resnet_s", "fp")
+    path = save_checkpoint(model, tmp_path / "m")
+    state = _file_state(path)
+    key = "codec.entropy_bottleneck._quantized_cdf"
+    rebuilt = load_checkpoint(path).coder_tables()[key]
+    state[key][1] += 1  # a table this machine would not build (still a valid CDF)
+    save_file(state, str(path))
+    meta = json.loads((tmp_path / "m.json").read_text())
+    from entroguard.models.split import CODER_TABLE_SUFFIXES, tables_digest
+
+    tables = {k: v for k, v in state.items() if k.endswith(CODER_TABLE_SUFFIXES)}
+    meta["tables_sha256"] = tables_digest(tables)
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    loaded = load_checkpoint(path).coder_tables()[key]
+    assert not torch.equal(loaded, rebuilt) and loaded[0, 1] == rebuilt[0, 1] + 1
+
+
+def test_damaged_tables_are_one_clear_error(tmp_path):
+    from safetensors.torch import save_file
+
+    path = save_checkpoint(seeded_model("resnet_s", "mshp"), tmp_path / "m")
+    state = _file_state(path)
+    state["codec.gaussian_conditional._offset"][0] -= 1
+    save_file(state, str(path))
+    with pytest.raises(CheckpointError, match="coder tables do not match their digest"):
+        load_checkpoint(path)
+
+
+def test_format_1_checkpoints_without_tables_still_load(tmp_path):
+    from safetensors.torch import save_file
+
+    model = seeded_model("regnet_s", "mshp")
+    path = save_checkpoint(model, tmp_path / "m")
+    state = {k: v for k, v in _file_state(path).items() if k in model.learned_state()}
+    save_file(state, str(path))
+    meta = json.loads((tmp_path / "m.json").read_text())
+    meta["format_version"] = 1
+    del meta["tables_sha256"]
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    x = seeded_images(2)
+    assert load_checkpoint(path).to_packets(x) == model.to_packets(x)
 
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):

@@ -32,8 +32,12 @@ def test_round_trip_is_exact(prior, batch, hw):
     assert all(isinstance(b, bytes) for s in strings for b in s)
     decoded = codec.decompress(strings, hw)
     assert torch.equal(decoded, codec.quantize(y))
-    # The batched differentiable path agrees up to float rounding of the batched h_s.
-    torch.testing.assert_close(decoded, codec.likelihoods(y, "round").y_hat, atol=1e-4, rtol=0)
+    # The differentiable path runs the float h_s, coding its integer form: they agree to the
+    # integer network's precision (about 2e-3 in a mean), except where that moves y - mean
+    # across a rounding boundary (a symbol 1 apart).
+    gap = (decoded - codec.likelihoods(y, "round").y_hat).abs()
+    assert gap.max() <= 1.01
+    assert (gap > 4e-3).float().mean() <= 0.01
 
 
 @pytest.mark.parametrize("prior", ["fp", "mshp"])

@@ -20,6 +20,7 @@ from entroguard.packet import (
     MAX_STRING_BYTES,
     PACKET_ERROR_REASONS,
     PRIORS,
+    READABLE_VERSIONS,
     STRINGS_PER_PRIOR,
     VERSION,
     Packet,
@@ -73,7 +74,9 @@ def _reason(data, **kw) -> str:
 
 
 def test_constants():
-    assert VERSION == 1 and MAGIC == b"EG" and MAX_LATENT_SIDE == 4096
+    assert (
+        VERSION == 2 and READABLE_VERSIONS == (1, 2) and MAGIC == b"EG" and MAX_LATENT_SIDE == 4096
+    )
     assert DEFAULT_MAX_PACKET_BYTES == 4 * 1024 * 1024
     assert PRIORS == {"fp": 0, "mshp": 1} and STRINGS_PER_PRIOR == {"fp": 1, "mshp": 1}
     assert MAX_STRING_BYTES == 2**21 - 1
@@ -271,7 +274,7 @@ def test_reason_bad_magic():
     assert _reason(b"\x89PNG\r\n\x1a\n" + bytes(50)) == "bad_magic"
 
 
-@pytest.mark.parametrize("version", [0, 2, 15])
+@pytest.mark.parametrize("version", [0, 3, 15])
 def test_reason_bad_version(version):
     assert _reason(_raw(b"\x08\x08\x00", version=version)) == "bad_version"
     assert _reason(_raw(b"", version=version)[:3]) == "bad_version"
@@ -441,3 +444,16 @@ def test_fuzz_mutated_packets(p, mutations, reseal, as_bytearray):
     if reseal:  # fix the checksum so structural checks behind it get exercised too
         data = _reseal(data)
     _check_parse(bytearray(data) if as_bytearray else data)
+
+
+@pytest.mark.parametrize("version", READABLE_VERSIONS)
+def test_every_readable_version_round_trips(version):
+    p = Packet("mshp", FP, (8, 8), (b"\x00" * 12,), version=version)
+    data = p.to_bytes()
+    assert data[2] >> 4 == version
+    assert parse_packet(data) == p and parse_packet(data).version == version
+
+
+def test_an_unwritable_version_is_a_clear_error():
+    with pytest.raises(ValueError, match="version must be one of"):
+        Packet("fp", FP, (8, 8), (b"\x00" * 8,), version=3)

@@ -16,6 +16,13 @@ encoding only, so values are 0 .. 2**21 - 1)::
     .       1-3   length in bytes of each string (varint), STRINGS_PER_PRIOR[prior] of them
     .       ...   the strings, concatenated in order
 
+Format versions (the high nibble of byte 2): **2** (written now): an "mshp" packet's scale
+indexes and means come from the integer hyper-synthesis
+(:mod:`entroguard.codec.integer_hs`), bit-identical on every machine. **1**: they came from
+the float ``h_s``, which machines compute differently in the last bits, so a version-1 "mshp"
+packet does not decode reliably elsewhere; it still parses, and the model refuses it with
+reason ``bad_version``. Version-1 "fp" packets are coded exactly as version-2 ones and decode.
+
 Both priors currently carry exactly one coder string: "fp" the rANS string of the latent y;
 "mshp" a single rANS stream per image holding the hyper-latent z symbols first, then y. The
 per-string length list is kept so a future prior can carry several strings.
@@ -42,6 +49,7 @@ __all__ = [
     "MAX_STRING_BYTES",
     "PACKET_ERROR_REASONS",
     "PRIORS",
+    "READABLE_VERSIONS",
     "STRINGS_PER_PRIOR",
     "VERSION",
     "Packet",
@@ -50,8 +58,10 @@ __all__ = [
     "parse_packet",
 ]
 
-VERSION: int = 1
+VERSION: int = 2
 """Format version written in the high nibble of byte 2 (0..15)."""
+READABLE_VERSIONS: tuple[int, ...] = (1, 2)
+"""Format versions :func:`parse_packet` accepts (see the module docstring)."""
 MAGIC: bytes = b"EG"
 """First two bytes of every packet."""
 MAX_LATENT_SIDE: int = 4096
@@ -208,6 +218,7 @@ class Packet:
         strings: coder output, STRINGS_PER_PRIOR[prior] strings in order (one for both
             priors: the y string for "fp"; for "mshp" one stream with z first, then y);
             each at most MAX_STRING_BYTES bytes.
+        version: wire format version, one of READABLE_VERSIONS (default: VERSION).
 
     Bytes-like fields are normalised to ``bytes`` and sequences to tuples. Invalid values
     raise ValueError.
@@ -217,9 +228,14 @@ class Packet:
     fingerprint: bytes
     latent_hw: tuple[int, int]
     strings: tuple[bytes, ...]
+    version: int = VERSION
 
     def __post_init__(self) -> None:
         prior = _check_prior(self.prior)
+        if not _is_int(self.version) or self.version not in READABLE_VERSIONS:
+            raise ValueError(
+                f"packet version must be one of {READABLE_VERSIONS}, got {self.version!r}"
+            )
         fingerprint = _as_bytes(self.fingerprint, "fingerprint")
         if len(fingerprint) != FINGERPRINT_BYTES:
             raise ValueError(
@@ -265,7 +281,7 @@ class Packet:
         for s in self.strings:
             body += s
         head = bytearray(MAGIC)
-        head.append((VERSION << 4) | PRIORS[self.prior])
+        head.append((self.version << 4) | PRIORS[self.prior])
         head += self.fingerprint
         head += _CRC.pack(zlib.crc32(body))
         return bytes(head + body)
@@ -355,7 +371,7 @@ def _parse(buf: memoryview) -> Packet:
             f"packet truncated: {n} bytes, but the fixed header alone is {_FIXED_HEADER} bytes: "
             f"{_RESEND}",
         )
-    prior = _check_version_prior(buf[len(MAGIC)])
+    version, prior = _check_version_prior(buf[len(MAGIC)])
     fingerprint = bytes(buf[len(MAGIC) + 1 : _CRC_OFFSET])
     (crc,) = _CRC.unpack(buf[_CRC_OFFSET:_FIXED_HEADER])
 
@@ -392,16 +408,17 @@ def _parse(buf: memoryview) -> Packet:
     for length in lengths:
         strings.append(bytes(buf[pos : pos + length]))
         pos += length
-    return Packet(prior=prior, fingerprint=fingerprint, latent_hw=(h, w), strings=tuple(strings))
+    return Packet(prior, fingerprint, (h, w), tuple(strings), version)
 
 
-def _check_version_prior(byte: int) -> str:
+def _check_version_prior(byte: int) -> tuple[int, str]:
     version, prior_id = byte >> 4, byte & 0x0F
-    if version != VERSION:
+    if version not in READABLE_VERSIONS:
         raise PacketError(
             "bad_version",
-            f"packet format version {version} is not supported (this side reads version "
-            f"{VERSION}): run the same entroguard version on the client and the server",
+            f"packet format version {version} is not supported (this side reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}): run the same entroguard version on the "
+            "client and the server",
         )
     if prior_id not in _PRIOR_NAMES:
         raise PacketError(
@@ -410,4 +427,4 @@ def _check_version_prior(byte: int) -> str:
             + ", ".join(f"{v}={k}" for k, v in sorted(PRIORS.items(), key=lambda kv: kv[1]))
             + "): client and server disagree on the model; use matching entroguard versions",
         )
-    return _PRIOR_NAMES[prior_id]
+    return version, _PRIOR_NAMES[prior_id]

@@ -104,6 +104,10 @@ class LatentCodec(nn.Module, ABC):
     def update_tables(self) -> None:
         """(Re)build the coder's CDF tables from the learned densities; call after training."""
 
+    def tables_changed(self) -> None:
+        """Forget what was derived from the coder tables; call after setting them directly
+        (a checkpoint's stored tables). ``update_tables`` calls it."""
+
     def tables_ready(self) -> bool:
         """Whether ``update_tables`` has run since the densities last changed."""
         return all(m._offset.numel() > 0 for m in self.entropy_models())

@@ -114,6 +114,9 @@ class FactorizedPrior(LatentCodec):
     @torch.no_grad()
     def update_tables(self) -> None:
         refit_tables(self.entropy_bottleneck)
+        self.tables_changed()
+
+    def tables_changed(self) -> None:
         self._cdf_tables = None
 
 

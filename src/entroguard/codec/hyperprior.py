@@ -18,6 +18,7 @@ from entroguard.codec.base import (
     uniform_noise,
 )
 from entroguard.codec.factorized import quantize_factorized, refit_tables
+from entroguard.codec.integer_hs import IntegerHyperSynthesis
 from entroguard.codec.rans import CdfTables, StreamDecoder, encode_groups
 
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
@@ -39,9 +40,10 @@ class MeanScaleHyperprior(LatentCodec):
     ``h_s`` must output ``2 * channels`` maps: scales first, then means (CompressAI's and
     sc2bench's ``chunk(2, 1)`` order).
 
-    Encoding and decoding evaluate ``h_s`` one image at a time so that both sides run the very
-    same floating-point operations: a one-ulp difference in a scale or mean between a batched
-    encoder and a single-image decoder would otherwise break exact decoding.
+    The differentiable path (training, attacks, estimates) runs the float ``h_s``. Coding runs
+    its integer form (:class:`~entroguard.codec.integer_hs.IntegerHyperSynthesis`): the CDF
+    index and the mean of every latent element are then bit-identical on any machine, batch
+    size or kernel, so a packet made on one computer decodes exactly on any other.
     """
 
     prior = "mshp"
@@ -56,6 +58,7 @@ class MeanScaleHyperprior(LatentCodec):
         self.gaussian_conditional = GaussianConditional(default_scale_table().tolist())
         self._hyper_hw_cache: dict[tuple[int, int], tuple[int, int]] = {}
         self._cdf_tables: tuple[CdfTables, CdfTables] | None = None
+        self._integer_hs: IntegerHyperSynthesis | None = None
 
     def entropy_models(self) -> list[nn.Module]:
         return [self.entropy_bottleneck, self.gaussian_conditional]
@@ -116,14 +119,11 @@ class MeanScaleHyperprior(LatentCodec):
 
     def quantize(self, y: Tensor) -> Tensor:
         check_latent(y, self.channels)
-        z_hat = self.entropy_bottleneck.quantize(
-            self.h_a(y), "dequantize", self.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
-        )
-        out = []
-        for i in range(y.shape[0]):
-            _, means = self.gaussian_params(z_hat[i : i + 1], y.shape[-2:])
-            out.append(torch.round(y[i : i + 1] - means) + means)
-        return torch.cat(out)
+        self._require_tables()
+        medians = self._z_medians()
+        z_symbols = torch.round(self.h_a(y) - medians)
+        _, means = self.coding_params(z_symbols, y.shape[-2:])
+        return torch.round(y - means) + means
 
     def hyper_hw(self, latent_hw: tuple[int, int]) -> tuple[int, int]:
         """Spatial size (Hz, Wz) of the hyper-latent for a latent of size ``latent_hw``."""
@@ -143,6 +143,25 @@ class MeanScaleHyperprior(LatentCodec):
     def _z_medians(self) -> Tensor:
         return self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
 
+    def coding_params(self, z_symbols: Tensor, latent_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """CDF indexes (int32) and means (float32), each (B, C, H, W), from the hyper-latent's
+        symbols (B, Cz, Hz, Wz): the integer ``h_s``, bit-identical on every machine.
+
+        Returned on the device of ``z_symbols`` (the integer network itself runs on the CPU).
+        """
+        if self._integer_hs is None:
+            raise RuntimeError("the integer h_s is not built: call update_tables() first")
+        q = self._integer_hs(z_symbols)[..., : latent_hw[0], : latent_hw[1]]
+        if q.shape[1] != 2 * self.channels or tuple(q.shape[-2:]) != tuple(latent_hw):
+            raise ValueError(
+                f"h_s must output {2 * self.channels} channels (scales, means) of at least "
+                f"{tuple(latent_hw)}, got {tuple(q.shape[1:])}"
+            )
+        scales_q, means_q = q.chunk(2, dim=1)
+        indexes = self._integer_hs.scale_indexes(scales_q)
+        means = IntegerHyperSynthesis.to_float(means_q)
+        return indexes.to(z_symbols.device), means.to(z_symbols.device)
+
     @torch.no_grad()
     def compress(self, y: Tensor) -> list[list[bytes]]:
         """One rANS stream per image: the hyper-latent's symbols, then the latent's.
@@ -154,22 +173,16 @@ class MeanScaleHyperprior(LatentCodec):
         check_latent(y, self.channels)
         self._require_tables()
         y = y.detach()
-        z = self.h_a(y)
-        medians = self._z_medians()
-        z_symbols = torch.round(z - medians)
-        z_hat = z_symbols + medians
-        z_indexes = self._z_indexes(1, tuple(z.shape[-2:]), y.device)
+        z_symbols = torch.round(self.h_a(y) - self._z_medians())
+        z_indexes = self._z_indexes(1, tuple(z_symbols.shape[-2:]), y.device)
+        y_indexes, means = self.coding_params(z_symbols, y.shape[-2:])
+        y_symbols = torch.round(y - means)
         z_tables, y_tables = self._tables()
-        out = []
-        for i in range(y.shape[0]):
-            scales, means = self.gaussian_params(z_hat[i : i + 1], y.shape[-2:])
-            y_symbols = torch.round(y[i : i + 1] - means)
-            y_indexes = self.scale_indexes(scales)
-            stream = encode_groups(
-                [(z_symbols[i], z_indexes, z_tables), (y_symbols, y_indexes, y_tables)]
-            )
-            out.append([stream])
-        return out
+        groups = zip(z_symbols, y_symbols, y_indexes, strict=True)
+        return [
+            [encode_groups([(z, z_indexes, z_tables), (y_i, index, y_tables)])]
+            for z, y_i, index in groups
+        ]
 
     @torch.no_grad()
     def decompress(self, strings: list[list[bytes]], latent_hw: tuple[int, int]) -> Tensor:
@@ -181,23 +194,11 @@ class MeanScaleHyperprior(LatentCodec):
         out = []
         for image_strings in strings:
             decoder = StreamDecoder(image_strings[0])
-            z_hat = decoder.decode(z_indexes, z_tables).to(medians.dtype) + medians
-            scales, means = self.gaussian_params(z_hat, latent_hw)
-            y_indexes = self.scale_indexes(scales)
+            z_symbols = decoder.decode(z_indexes, z_tables)
+            y_indexes, means = self.coding_params(z_symbols, latent_hw)
             out.append(decoder.decode(y_indexes, y_tables).to(means.dtype) + means)
             decoder.finish()
         return torch.cat(out)
-
-    def scale_indexes(self, scales: Tensor) -> Tensor:
-        """CDF index per element: CompressAI's ``build_indexes`` in one ``bucketize``.
-
-        ``build_indexes`` counts, in a Python loop over the scale table, the table entries
-        below each (lower-bounded) scale; ``bucketize`` does the same comparisons at once.
-        """
-        gc = self.gaussian_conditional
-        scales = gc.lower_bound_scale(scales)
-        table = gc.scale_table[:-1].to(scales)
-        return torch.bucketize(scales.contiguous(), table, right=False).int()
 
     def _tables(self) -> tuple[CdfTables, CdfTables]:
         if self._cdf_tables is None:
@@ -211,4 +212,13 @@ class MeanScaleHyperprior(LatentCodec):
     def update_tables(self) -> None:
         refit_tables(self.entropy_bottleneck)
         self.gaussian_conditional.update_scale_table(default_scale_table(), force=True)
+        self.tables_changed()
+
+    def tables_changed(self) -> None:
         self._cdf_tables = None
+        self._integer_hs = IntegerHyperSynthesis(
+            self.h_s, self._z_medians().flatten(), self.gaussian_conditional.scale_table
+        )
+
+    def tables_ready(self) -> bool:
+        return super().tables_ready() and self._integer_hs is not None

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from entroguard.codec import CodecOutput, LatentCodec, Quantization
 from entroguard.errors import InputError, ModelMismatchError
-from entroguard.packet import Packet, parse_packet
+from entroguard.packet import VERSION, Packet, PacketError, parse_packet
 
 
 def check_unit_float(images: Tensor) -> None:
@@ -206,6 +206,7 @@ class SplitClassifier(nn.Module):
         strings = []
         for i, data in enumerate(packets):
             packet = parse_packet(data)
+            _check_arithmetic(packet, i)
             if packet.prior != self.spec.prior:
                 raise ModelMismatchError(
                     f"packet {i} was coded with prior {packet.prior!r}, this model uses "
@@ -266,10 +267,33 @@ class SplitClassifier(nn.Module):
                 self._latent_hw = tuple(self.encoder(probe).shape[-2:])
         return self._latent_hw
 
-    def prepare_coding(self) -> None:
-        """Build the coder tables and the fingerprint; call after training or loading."""
-        self.codec.update_tables()
+    def prepare_coding(self, tables: dict[str, Tensor] | None = None) -> None:
+        """Make the model ready to code: coder tables, integer ``h_s``, fingerprint.
+
+        Without ``tables`` the coder's CDF tables are rebuilt from the learned densities (call
+        it so after training). With ``tables`` (a saved model's :meth:`coder_tables`, as
+        checkpoints store them) they are used as they are: building tables from floating-point
+        densities can differ in the last bits from machine to machine, stored integer tables
+        cannot, so every machine that loads the checkpoint codes with the same tables.
+        """
+        if tables is None:
+            self.codec.update_tables()
+        else:
+            self._set_coder_tables(tables)
+            self.codec.tables_changed()
         self._fingerprint = compute_fingerprint(self)
+
+    def _set_coder_tables(self, tables: dict[str, Tensor]) -> None:
+        expected = set(self.coder_tables())
+        if set(tables) != expected:
+            missing, extra = sorted(expected - set(tables)), sorted(set(tables) - expected)
+            raise ValueError(
+                f"coder tables do not fit this {self.spec.arch}/{self.spec.prior} model "
+                f"(missing {missing[:2]}, unexpected {extra[:2]}): they belong to another model"
+            )
+        for key, value in tables.items():
+            owner, _, name = key.rpartition(".")
+            setattr(self.get_submodule(owner), name, value.to(self.mean.device).clone())
 
     @property
     def fingerprint(self) -> str:
@@ -284,8 +308,33 @@ class SplitClassifier(nn.Module):
         return bytes.fromhex(self.fingerprint[:8])
 
     def learned_state(self) -> dict[str, Tensor]:
-        """The state dict without the coder tables (they are rebuilt from the densities)."""
+        """The state dict without the coder tables (what training learns)."""
         return {k: v for k, v in self.state_dict().items() if not k.endswith(CODER_TABLE_SUFFIXES)}
+
+    def coder_tables(self) -> dict[str, Tensor]:
+        """The coder's integer CDF tables, offsets, lengths and scale tables (by state key)."""
+        return {k: v for k, v in self.state_dict().items() if k.endswith(CODER_TABLE_SUFFIXES)}
+
+
+def _check_arithmetic(packet: Packet, index: int) -> None:
+    """Refuse a format-1 "mshp" packet: its scale indexes came from the float ``h_s``."""
+    if packet.version < VERSION and packet.prior == "mshp":
+        raise PacketError(
+            "bad_version",
+            f"packet {index} is format {packet.version}: its hyperprior scales were computed in "
+            "floating point, which does not decode reliably on another machine; re-encode the "
+            f"image with a current head (format {VERSION}, integer h_s)",
+        )
+
+
+def tables_digest(tables: dict[str, Tensor]) -> str:
+    """SHA-256 over the coder tables' names, dtypes, shapes and bytes (checked on load)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(tables.items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
 
 
 def compute_fingerprint(model: SplitClassifier) -> str:

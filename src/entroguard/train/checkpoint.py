@@ -1,7 +1,9 @@
 """Checkpoints: ``NAME.safetensors`` (learned tensors) + ``NAME.json`` (spec and metadata).
 
-Nothing is unpickled. Coder tables are not stored: they are rebuilt deterministically from the
-learned densities on load, and the rebuilt model's fingerprint must equal the saved one.
+Nothing is unpickled. The coder's integer CDF tables are stored beside the learned tensors and
+used as they are on load (format 2): tables rebuilt from floating-point densities can differ in
+the last bits between machines, and the head and the tail must code with the same tables.
+Format-1 checkpoints (no tables) still load; their tables are rebuilt on this machine.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from safetensors.torch import load_file, save_file
 from entroguard import __version__
 from entroguard.errors import CheckpointError
 from entroguard.models.registry import build_from_spec
-from entroguard.models.split import SplitClassifier, SplitSpec
+from entroguard.models.split import CODER_TABLE_SUFFIXES, SplitClassifier, SplitSpec, tables_digest
 
 FORMAT = "entroguard-split-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
@@ -41,13 +43,15 @@ def save_checkpoint(model: SplitClassifier, path: str | Path, **metadata: Any) -
     """
     weights, meta_path = checkpoint_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.learned_state().items()}
+    tables = pack_tables(model.coder_tables())
+    state = {k: v.detach().cpu().contiguous() for k, v in (model.learned_state() | tables).items()}
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "entroguard_version": __version__,
         "spec": model.spec.to_dict(),
         "fingerprint": model.fingerprint,
+        "tables_sha256": tables_digest(tables),
         **metadata,
     }
     tmp_w, tmp_m = Path(f"{weights}.tmp"), Path(f"{meta_path}.tmp")
@@ -104,9 +108,10 @@ def load_checkpoint(
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{weights} is not a readable safetensors file ({exc})") from exc
     model = build_from_spec(spec)
+    tables = {k: state.pop(k) for k in list(state) if k.endswith(CODER_TABLE_SUFFIXES)}
     load_learned_state(model, state, source=weights.name)
     model.to(map_location).eval()
-    model.prepare_coding()
+    _prepare_with_tables(model, tables, meta, weights.name)
     if meta.get("fingerprint") and meta["fingerprint"] != model.fingerprint:
         raise CheckpointError(
             f"{weights.name}: rebuilt model fingerprint {model.fingerprint[:8]} differs from the "
@@ -114,6 +119,55 @@ def load_checkpoint(
         )
     model.metadata = meta  # type: ignore[attr-defined]
     return model
+
+
+def pack_tables(tables: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Store each CDF table (N, L) as its rows' used entries, concatenated (1-D).
+
+    A CompressAI table is as wide as its longest row (``L = max(cdf_length)``) and zero past
+    each row's length; a Gaussian table has 64 rows up to 3,000 wide, mostly padding.
+    """
+    packed = dict(tables)
+    for key, cdf in tables.items():
+        if key.endswith("_quantized_cdf") and cdf.dim() == 2:
+            lengths = tables[key.removesuffix("_quantized_cdf") + "_cdf_length"].tolist()
+            packed[key] = torch.cat([row[:n] for row, n in zip(cdf, lengths, strict=True)])
+    return packed
+
+
+def unpack_tables(tables: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`pack_tables`; raises ``CheckpointError`` for inconsistent sizes."""
+    unpacked = dict(tables)
+    for key, flat in tables.items():
+        if not key.endswith("_quantized_cdf") or flat.dim() != 1:
+            continue
+        lengths = tables.get(key.removesuffix("_quantized_cdf") + "_cdf_length")
+        if lengths is None or int(lengths.sum()) != flat.numel() or (lengths < 0).any():
+            raise CheckpointError(f"stored coder table {key} does not match its row lengths")
+        rows = flat.split(lengths.tolist())
+        cdf = flat.new_zeros(len(rows), int(lengths.max()) if len(rows) else 0)
+        for i, row in enumerate(rows):
+            cdf[i, : row.numel()] = row
+        unpacked[key] = cdf
+    return unpacked
+
+
+def _prepare_with_tables(
+    model: SplitClassifier, tables: dict[str, torch.Tensor], meta: dict, source: str
+) -> None:
+    """Code with the stored tables (checked against their digest), or rebuild them (format 1)."""
+    if not tables:
+        model.prepare_coding()
+        return
+    if meta.get("tables_sha256") != tables_digest(tables):
+        raise CheckpointError(
+            f"{source}: the stored coder tables do not match their digest; the file was modified "
+            "or damaged: copy the checkpoint again"
+        )
+    try:
+        model.prepare_coding(unpack_tables(tables))
+    except ValueError as exc:
+        raise CheckpointError(f"{source}: {exc}") from exc
 
 
 def state_mismatch(
