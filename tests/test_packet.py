@@ -78,7 +78,8 @@ def test_constants():
         VERSION == 2 and READABLE_VERSIONS == (1, 2) and MAGIC == b"EG" and MAX_LATENT_SIDE == 4096
     )
     assert DEFAULT_MAX_PACKET_BYTES == 4 * 1024 * 1024
-    assert PRIORS == {"fp": 0, "mshp": 1} and STRINGS_PER_PRIOR == {"fp": 1, "mshp": 1}
+    assert PRIORS == {"fp": 0, "mshp": 1, "q8": 2}
+    assert STRINGS_PER_PRIOR == {"fp": 1, "mshp": 1, "q8": 1}
     assert MAX_STRING_BYTES == 2**21 - 1
 
 
@@ -280,7 +281,7 @@ def test_reason_bad_version(version):
     assert _reason(_raw(b"", version=version)[:3]) == "bad_version"
 
 
-@pytest.mark.parametrize("prior_id", [2, 7, 15])
+@pytest.mark.parametrize("prior_id", [3, 7, 15])
 def test_reason_bad_prior(prior_id):
     assert _reason(_raw(b"\x08\x08\x00", prior_id=prior_id)) == "bad_prior"
 
@@ -457,3 +458,7 @@ def test_every_readable_version_round_trips(version):
 def test_an_unwritable_version_is_a_clear_error():
     with pytest.raises(ValueError, match="version must be one of"):
         Packet("fp", FP, (8, 8), (b"\x00" * 8,), version=3)
+
+
+def test_q8_does_not_exist_in_format_1():
+    assert _reason(_raw(b"\x08\x08\x00", version=1, prior_id=PRIORS["q8"])) == "bad_prior"

@@ -23,8 +23,10 @@ the float ``h_s``, which machines compute differently in the last bits, so a ver
 packet does not decode reliably elsewhere; it still parses, and the model refuses it with
 reason ``bad_version``. Version-1 "fp" packets are coded exactly as version-2 ones and decode.
 
-Both priors currently carry exactly one coder string: "fp" the rANS string of the latent y;
-"mshp" a single rANS stream per image holding the hyper-latent z symbols first, then y. The
+Every prior currently carries exactly one coder string: "fp" the rANS string of the latent y;
+"mshp" a single rANS stream per image holding the hyper-latent z symbols first, then y; "q8"
+(BottleFit's fixed-rate bottleneck, format 2 only) the scale and offset, then one byte per
+latent element. The
 per-string length list is kept so a future prior can carry several strings.
 
 The total length must be exactly header + sum(lengths). Because varints must be minimal, the
@@ -68,10 +70,13 @@ MAX_LATENT_SIDE: int = 4096
 """Largest latent height/width (in latent elements) a packet may declare."""
 DEFAULT_MAX_PACKET_BYTES: int = 1 << 22
 """Default upper bound on a whole packet, in bytes (4 MiB)."""
-PRIORS: dict[str, int] = {"fp": 0, "mshp": 1}
+PRIORS: dict[str, int] = {"fp": 0, "mshp": 1, "q8": 2}
 """Prior name -> prior id (low nibble of byte 2)."""
-STRINGS_PER_PRIOR: dict[str, int] = {"fp": 1, "mshp": 1}
-"""Number of coder strings each prior carries ("fp": y; "mshp": one stream, z then y)."""
+STRINGS_PER_PRIOR: dict[str, int] = {"fp": 1, "mshp": 1, "q8": 1}
+"""Number of coder strings each prior carries ("fp": y; "mshp": one stream, z then y; "q8":
+scale, offset and the uint8 latent)."""
+FIRST_VERSION_OF: dict[str, int] = {"q8": 2}
+"""The first format version of a prior that did not exist in version 1."""
 FINGERPRINT_BYTES: int = 4
 """Size of the fingerprint field, in bytes."""
 
@@ -426,5 +431,11 @@ def _check_version_prior(byte: int) -> tuple[int, str]:
             f"unknown prior id {prior_id} (known: "
             + ", ".join(f"{v}={k}" for k, v in sorted(PRIORS.items(), key=lambda kv: kv[1]))
             + "): client and server disagree on the model; use matching entroguard versions",
+        )
+    if version < FIRST_VERSION_OF.get(_PRIOR_NAMES[prior_id], 1):
+        raise PacketError(
+            "bad_prior",
+            f"prior {_PRIOR_NAMES[prior_id]!r} does not exist in packet format {version}: the "
+            "packet is corrupt or crafted; resend it",
         )
     return version, _PRIOR_NAMES[prior_id]

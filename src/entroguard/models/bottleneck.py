@@ -1,15 +1,18 @@
-"""Build the codec (entropy model) of a split model from its prior name."""
+"""Build the codec (entropy model or fixed-rate quantiser) of a split model from its prior name."""
 
 from __future__ import annotations
 
-from entroguard.codec import FactorizedPrior, LatentCodec, MeanScaleHyperprior
+from entroguard.codec import AffineUint8, FactorizedPrior, LatentCodec, MeanScaleHyperprior
 from entroguard.models.transforms import hyper_analysis, hyper_synthesis
 
-PRIOR_NAMES = ("fp", "mshp")
+PRIOR_NAMES = ("fp", "mshp", "q8")
 
 
 def build_codec(prior: str, latent_channels: int, hyper_channels: int) -> LatentCodec:
-    """A factorized prior (``"fp"``) or a mean-scale hyperprior (``"mshp"``) for the latent."""
+    """A factorized prior (``"fp"``), a mean-scale hyperprior (``"mshp"``) or BottleFit's
+    fixed-rate 8-bit quantiser (``"q8"``) for the latent."""
+    if prior == "q8":
+        return AffineUint8(latent_channels)
     if prior == "fp":
         return FactorizedPrior(latent_channels)
     if prior == "mshp":

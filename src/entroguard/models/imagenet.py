@@ -32,8 +32,8 @@ from torch import nn
 from torchvision.models import resnet50, resnet101
 from torchvision.models.regnet import BlockParams, RegNet
 
-from entroguard.codec import FactorizedPrior, LatentCodec, MeanScaleHyperprior
-from entroguard.models.bottleneck import PRIOR_NAMES
+from entroguard.codec import LatentCodec, MeanScaleHyperprior
+from entroguard.models.bottleneck import PRIOR_NAMES, build_codec
 from entroguard.models.registry import register
 from entroguard.models.split import SplitClassifier, SplitSpec
 
@@ -214,12 +214,12 @@ def build_imagenet(
         options=opts,
     )
     codec: LatentCodec
-    if prior == "fp":
-        codec = FactorizedPrior(b)
-    else:
+    if prior == "mshp":
         codec = MeanScaleHyperprior(
             b, hyper, entropic_student_h_a(b, hyper), entropic_student_h_s(hyper, b)
         )
+    else:
+        codec = build_codec(prior, b, hyper)
     return SplitClassifier(
         spec,
         encoder=entropic_student_g_a((3, m1 * b, m2 * b, b)),

@@ -85,7 +85,7 @@ def build_small(arch: str, prior: str, num_classes: int = 10, **options: int) ->
 
     Args:
         arch: ``"resnet_s"``, ``"regnet_s"`` or ``"mobilenetv2_s"``.
-        prior: ``"fp"`` or ``"mshp"``.
+        prior: ``"fp"``, ``"mshp"`` or ``"q8"``.
         num_classes: classes of the classifier.
         options: override ``DEFAULT_OPTIONS`` (latent_channels, hyper_channels, hidden, width).
     """

@@ -41,7 +41,8 @@ class SplitSpec:
 
     Attributes:
         arch: architecture name in the model registry, e.g. ``"resnet_s"``.
-        prior: ``"fp"`` (factorized prior) or ``"mshp"`` (mean-scale hyperprior).
+        prior: ``"fp"`` (factorized prior), ``"mshp"`` (mean-scale hyperprior) or ``"q8"``
+            (fixed-rate 8-bit quantiser, BottleFit's).
         num_classes: number of output classes.
         input_size: (H, W) of the images the model takes, in pixels.
         mean, std: per-channel normalisation applied inside the head.

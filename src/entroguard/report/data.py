@@ -34,8 +34,8 @@ ATTACK_TITLES = {
     "rate_region": "adaptive region attack",
 }
 ARCH_ORDER = ("resnet_s", "regnet_s", "mobilenetv2_s", "resnet50", "resnet101", "regnety_6.4gf")
-PRIOR_ORDER = ("fp", "mshp")
-PRIOR_TITLES = {"fp": "FP", "mshp": "MSHP"}
+PRIOR_ORDER = ("fp", "mshp", "q8")
+PRIOR_TITLES = {"fp": "FP", "mshp": "MSHP", "q8": "Q8 (fixed rate)"}
 
 
 def corruption_name(threat: str) -> str | None:
