@@ -10,6 +10,11 @@ interleaved with the checked runs, to give the check's cost: ``chk_ratio`` (chec
 unchecked images/s, batched and one by one) and ``chk_us_img`` / ``chk_ns_sym`` (added time
 per image and per coded symbol, batched).
 
+For the hyperprior models the same packets are also decoded with packet format 1's float
+``h_s`` in place of the integer hyper-synthesis (interleaved, same run): ``int_ratio`` and
+``int_ratio_1by1`` are integer / float images/s of ``from_packets`` (the cost of decoding that
+gives the same result on every machine).
+
     python benchmarks/codec.py [--n 512] [--batch 128] [--models resnet_s-fp-beta0.01,...]
 """
 
@@ -24,6 +29,8 @@ from unittest import mock
 
 import torch
 
+from entroguard.codec.hyperprior import MeanScaleHyperprior
+from entroguard.codec.kernels import float_coding_params
 from entroguard.codec.rans import RansWalker
 from entroguard.data import load_dataset
 from entroguard.report.table import format_table
@@ -54,14 +61,66 @@ def unchecked_decoding() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def float_hs_decoding() -> Iterator[None]:
+    """Packet format 1's decoder: the float ``h_s`` and CompressAI's index rule, per image.
+
+    For this benchmark only: its packets are not the integer decoder's, so only the speed of
+    the two decoders is compared (on the same bytes), not what they decode.
+    """
+    with mock.patch.object(MeanScaleHyperprior, "coding_params", float_coding_params):
+        yield
+
+
+def _with_and_without(
+    fn: Callable[[], object],
+    n: int,
+    repeats: int,
+    baseline: Callable[[], contextlib.AbstractContextManager],
+) -> tuple[float, float]:
+    """Images/s of ``fn`` as it is and inside ``baseline()``, best of ``repeats`` runs each."""
+    current = base = 0.0
+    for _ in range(repeats):
+        current = max(current, _rate(fn, n))
+        with baseline():
+            base = max(base, _rate(fn, n))
+    return current, base
+
+
 def _checked_and_unchecked(fn: Callable[[], object], n: int, repeats: int) -> tuple[float, float]:
     """Images/s of ``fn`` with and without the check, best of ``repeats`` interleaved runs."""
-    checked = unchecked = 0.0
-    for _ in range(repeats):
-        checked = max(checked, _rate(fn, n))
-        with unchecked_decoding():
-            unchecked = max(unchecked, _rate(fn, n))
-    return checked, unchecked
+    return _with_and_without(fn, n, repeats, unchecked_decoding)
+
+
+def _integer_against_float(model, images: torch.Tensor, batch: int, repeats: int) -> dict:
+    """``int_ratio`` (batched) and ``int_ratio_1by1``: integer / float ``h_s`` decoding speed.
+
+    Each decoder decodes packets its own encoder wrote from the same images (a float-coded
+    string does not decode with the integer ``h_s``, nor the other way round).
+    """
+    if model.spec.prior != "mshp":
+        return {"int_ratio": "-", "int_ratio_1by1": "-"}
+    codec, hw, n = model.codec, model.latent_hw, len(images)
+    y = model.analyze(images)
+    integer = [s for c in y.split(batch) for s in codec.compress(c)]
+    with float_hs_decoding():
+        floating = [s for c in y.split(batch) for s in codec.compress(c)]
+
+    def batched(strings):
+        return lambda: [codec.decompress(strings[i : i + batch], hw) for i in range(0, n, batch)]
+
+    def single(strings):
+        return lambda: [codec.decompress([s], hw) for s in strings]
+
+    ratios = {}
+    for key, make in (("int_ratio", batched), ("int_ratio_1by1", single)):
+        new = old = 0.0
+        for _ in range(repeats):
+            new = max(new, _rate(make(integer), n))
+            with float_hs_decoding():
+                old = max(old, _rate(make(floating), n))
+        ratios[key] = f"{new / old:.2f}"
+    return ratios
 
 
 def symbols_per_image(model) -> int:
@@ -94,6 +153,7 @@ def bench_model(path: str, images: torch.Tensor, batch: int, repeats: int) -> di
             lambda: [model.from_packets([p]) for p in packets], n, repeats
         )
         est = torch.cat([model.estimate(c).bits() for c in chunks]) / 8
+        integer = _integer_against_float(model, images, batch, repeats)
     extra_s = 1 / dec_batched - 1 / dec_batched_raw
     payload = torch.tensor([model.packets_to_batch([p]).payload_bytes()[0] for p in packets])
     return {
@@ -113,6 +173,7 @@ def bench_model(path: str, images: torch.Tensor, batch: int, repeats: int) -> di
         "payload/est": f"{float(payload.double().sum() / est.double().sum()):.3f}",
         "mean_excess_B": f"{float((payload - (1.01 * est + 8)).mean()):.2f}",
         "max_excess_B": f"{float((payload - (1.01 * est + 8)).max()):.2f}",
+        **integer,
     }
 
 
@@ -135,6 +196,7 @@ def main() -> None:
     print(f"{args.n} images, batch {args.batch}, torch threads {torch.get_num_threads()}")
     print("excess_B: payload - (1.01 x estimate + 8 B) per image (mean, max); <= 0 is good")
     print("chk: decoding with the string check against without it, on the same packets")
+    print("int: latent decoding with the integer h_s against format 1's float h_s (mshp)")
     print(format_table(results, list(results[0])))
 
 
