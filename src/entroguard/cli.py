@@ -45,14 +45,50 @@ def train(
     only: Annotated[
         str | None, typer.Option(help="With --zoo: comma-separated name prefixes to train.")
     ] = None,
+    recipe: Annotated[
+        str,
+        typer.Option(
+            help="entropic_student (default), bottlefit (two stages from an uncut "
+            "teacher) or uncut (train the teacher itself)."
+        ),
+    ] = "entropic_student",
+    channels: Annotated[
+        int | None, typer.Option(help="Bottleneck (latent) channels; bottlefit default 4.")
+    ] = None,
+    stages: Annotated[str, typer.Option(help="bottlefit: stages to run, e.g. 1,2 or 2.")] = "1,2",
+    stage1_epochs: Annotated[int, typer.Option(help="bottlefit: head-distillation epochs.")] = 10,
+    stage2_epochs: Annotated[int, typer.Option(help="bottlefit: fine-tuning epochs.")] = 10,
+    kd: Annotated[
+        bool, typer.Option("--kd/--ce", help="bottlefit stage 2: 0.5 CE + 0.5 KL, or plain CE.")
+    ] = True,
+    freeze_encoder: Annotated[
+        bool, typer.Option(help="bottlefit stage 2: keep the bottleneck's encoder frozen.")
+    ] = False,
 ) -> None:
-    """Train one split model, or (--zoo) the 24-model default zoo; resumable."""
+    """Train one split model, or (--zoo) the 24-model default zoo; resumable.
+
+    --recipe bottlefit trains a bottleneck of --channels channels (--prior q8, fp or mshp; beta
+    adds the rate in stage 2 for fp/mshp) from the uncut teacher of --arch (the shipped one, or
+    --teacher); --recipe uncut trains that teacher (--epochs).
+    """
     try:
         from entroguard.data import load_dataset
         from entroguard.train import zoo as zoo_mod
 
+        if recipe not in RECIPES:
+            raise typer.BadParameter(f"--recipe must be one of {', '.join(RECIPES)}")
         train_set = load_dataset(dataset, "train", download=download)
         test_set = load_dataset(dataset, "test", download=download)
+        if recipe != "entropic_student":
+            if arch is None:
+                raise typer.BadParameter(f"--recipe {recipe} needs --arch")
+            rate_beta = beta if prior != "q8" else 0.0
+            options = {"prior": prior, "beta": rate_beta,
+                       "channels": channels or 4, "stages": stages, "stage1_epochs": stage1_epochs,
+                       "stage2_epochs": stage2_epochs, "kd": kd, "freeze_encoder": freeze_encoder,
+                       "epochs": epochs, "teacher": teacher, "seed": seed}  # fmt: skip
+            _train_recipe(recipe, arch, options, train_set, test_set, out)
+            return
         if zoo:
             entries = zoo_mod.zoo_entries()
             if only:
@@ -67,6 +103,29 @@ def train(
                    distill_weight, seed)  # fmt: skip
     except EntroguardError as exc:
         _fail(exc)
+
+
+RECIPES = ("entropic_student", "bottlefit", "uncut")
+
+
+def _train_recipe(recipe: str, arch: str, o: dict, train_set, test_set, out: Path) -> None:
+    from entroguard.train.recipes.bottlefit import BottleFitConfig
+    from entroguard.train.recipes.runs import run_bottlefit, run_uncut
+    from entroguard.train.teacher import TeacherConfig
+
+    if recipe == "uncut":
+        config = TeacherConfig(epochs=max(1, round(o["epochs"])), seed=o["seed"])
+        path, accuracy = run_uncut(arch, config, train_set, test_set, out)
+        typer.echo(f"saved {path}: top1 {accuracy:.4f}")
+        return
+    config = BottleFitConfig(
+        stages=tuple(x.strip() for x in o["stages"].split(",")), stage1_epochs=o["stage1_epochs"],
+        stage2_epochs=o["stage2_epochs"], kd=o["kd"], freeze_encoder=o["freeze_encoder"],
+        beta=o["beta"], seed=o["seed"],
+    )  # fmt: skip
+    path, metrics = run_bottlefit(arch, o["prior"], o["channels"], config, train_set, test_set,
+                                  out, teacher_path=o["teacher"])  # fmt: skip
+    typer.echo(f"saved {path}: {json.dumps(metrics)}")
 
 
 def _train_one(arch, prior, beta, epochs, train_set, test_set, out, teacher, distill_weight, seed):
@@ -280,6 +339,60 @@ def analyze(
             typer.echo(line)
         pngs.append(out / BANDS_PNG)
     typer.echo(f"wrote {path} and {' and '.join(str(p) for p in pngs)}")
+
+
+@app.command()
+def plan(
+    model: Annotated[str, typer.Option(help="Zoo model name or checkpoint path.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    n_images: Annotated[int, typer.Option(help="Test images timed (medians).")] = 100,
+    rtt_ms: Annotated[float, typer.Option(help="Round-trip time of the link (ms).")] = 20.0,
+    device_compute_w: Annotated[
+        float, typer.Option(help="Device power while computing (W; assumption).")
+    ] = 5.0,
+    radio_w: Annotated[
+        float, typer.Option(help="Device power while sending (W; assumption).")
+    ] = 1.3,
+    bandwidths: Annotated[
+        str, typer.Option(help="Comma-separated uplink bandwidths (Mbit/s).")
+    ] = "0.1,0.2,0.5,1,2,5,10,20,50,100",
+) -> None:
+    """Where splitting pays off: latency and device energy of local computing, offloading the
+    image (PNG, JPEG q90) and split computing, over bandwidths, measured on this machine (one
+    torch thread stands for the device, all threads for the server)."""
+    from entroguard.campaign.models import resolve_models
+    from entroguard.data import load_dataset
+    from entroguard.plan.costs import PlanParameters, crossovers, parameters_dict, plan_rows
+    from entroguard.plan.timing import measure_costs
+    from entroguard.report.table import format_table
+
+    try:
+        params = PlanParameters(rtt_ms, device_compute_w, radio_w,
+                                tuple(float(b) for b in bandwidths.split(",")))  # fmt: skip
+        ref = resolve_models([model])[0]
+        split_model = ref.load()
+        images = load_dataset("fashion-mnist", "test").to_float(slice(0, n_images))
+        costs = measure_costs(split_model, images)
+    except (EntroguardError, ValueError) as exc:
+        _fail(exc)
+    rows = [r | {"model": ref.name} for r in plan_rows(costs, params)]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    typer.echo(f"{ref.name}: measured per image on this machine; parameters "
+               f"{json.dumps(parameters_dict(params))}")  # fmt: skip
+    typer.echo(format_table([c.__dict__ for c in costs],
+                            ["option", "device_ms", "upload_bytes", "server_ms"]))  # fmt: skip
+    for row in rows:
+        row["wins"] = ("latency " if row["fastest"] else "") + (
+            "energy" if row["least_energy"] else ""
+        )
+    typer.echo(format_table(rows, ["bandwidth_mbps", "option", "latency_ms", "device_energy_mj",
+                                   "wins"]))  # fmt: skip
+    for c in crossovers(costs, params):
+        typer.echo(
+            f"fastest changes from {c['from']} to {c['to']} at {c['bandwidth_mbps']:.3g} Mbit/s"
+        )
 
 
 app.command("serve")(serve_command)

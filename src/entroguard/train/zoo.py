@@ -77,6 +77,7 @@ def list_zoo(zoo_dir: str | Path | None = None) -> list[dict]:
                 "name": meta_path.stem,
                 "arch": spec["arch"],
                 "prior": spec["prior"],
+                "recipe": meta.get("recipe", "entropic_student"),
                 "beta": meta.get("beta"),
                 "dataset": meta.get("dataset"),
                 "top1": metrics.get("top1"),

@@ -1,0 +1,1 @@
+"""Training recipes, one module each, over the shared epoch loop (``train.epochs``)."""

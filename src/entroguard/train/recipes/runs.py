@@ -1,0 +1,90 @@
+"""One training run per recipe, from datasets to a measured checkpoint on disk.
+
+``entroguard train --recipe bottlefit`` and ``--recipe uncut`` call these; the entropic-student
+recipe keeps its own path (``train.loop`` and ``train.zoo``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from entroguard.data.imageset import ImageSet
+from entroguard.measure import measure
+from entroguard.models import build_model
+from entroguard.models.uncut import UncutClassifier
+from entroguard.train.checkpoint import save_checkpoint
+from entroguard.train.epochs import split_validation, top1
+from entroguard.train.recipes.bottlefit import (
+    BottleFitConfig,
+    student_from_teacher,
+    train_bottlefit,
+)
+from entroguard.train.teacher import (
+    TeacherConfig,
+    load_teacher,
+    save_teacher,
+    teacher_metadata,
+    train_teacher,
+)
+
+VALIDATION_IMAGES = 5000
+"""Training images held out for BottleFit's best-checkpoint choice (the last ones)."""
+
+
+def bottlefit_name(arch: str, prior: str, channels: int, beta: float) -> str:
+    """``resnet_s-q8-c4-bottlefit`` (``-beta0.04`` added for an entropy-coded bottleneck)."""
+    rate = f"-beta{beta:g}" if prior != "q8" else ""
+    return f"{arch}-{prior}-c{channels}{rate}-bottlefit"
+
+
+def run_bottlefit(
+    arch: str,
+    prior: str,
+    channels: int,
+    config: BottleFitConfig,
+    train_set: ImageSet,
+    test_set: ImageSet,
+    out: Path,
+    *,
+    teacher_path: Path | None = None,
+    progress: bool = True,
+) -> tuple[Path, dict]:
+    """Train a BottleFit student of ``arch`` with a ``channels``-channel ``prior`` bottleneck,
+    measure it on ``test_set`` through real coding, save it; returns (path, metrics)."""
+    teacher = load_teacher(teacher_path, arch)
+    torch.manual_seed(config.seed)
+    student = build_model(arch, prior, latent_channels=channels)
+    student_from_teacher(student, teacher)
+    fit_set, val_set = split_validation(train_set, VALIDATION_IMAGES)
+    result = train_bottlefit(student, teacher, fit_set, val_set, config, progress=progress)
+    measured = measure(student, test_set.batches(500), total=len(test_set), progress=progress)
+    name = bottlefit_name(arch, prior, channels, config.beta)
+    path = save_checkpoint(
+        student, out / name, recipe="bottlefit", beta=config.beta, dataset=test_set.name,
+        train=result.to_dict(config) | {"teacher": teacher.metadata.get("name", arch)},
+        metrics=measured.summary(), clean_payload=measured.payload_stats(),
+        measured_on={"dataset": test_set.name, "split": test_set.split, "n": measured.n},
+    )  # fmt: skip
+    return path, measured.summary()
+
+
+def run_uncut(
+    arch: str,
+    config: TeacherConfig,
+    train_set: ImageSet,
+    test_set: ImageSet,
+    out: Path,
+    *,
+    progress: bool = True,
+) -> tuple[Path, float]:
+    """Train the uncut teacher of ``arch``, test it, save it; returns (path, test top-1)."""
+    torch.manual_seed(config.seed)
+    model = UncutClassifier(arch)
+    history = train_teacher(model, train_set, config, progress=progress)
+    accuracy = top1(model, test_set)
+    meta = teacher_metadata(config, history, accuracy)
+    path = save_teacher(model, out / f"{arch}-uncut", name=f"{arch}-uncut", dataset=test_set.name,
+                        **meta)  # fmt: skip
+    return path, accuracy
