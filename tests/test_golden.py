@@ -128,6 +128,5 @@ def test_the_head_writes_the_committed_bytes_on_the_reference_machine(key):
 
 
 def test_the_zoo_is_shipped():
-    assert len(_zoo_rows()) == 24, (
-        "the shipped zoo is incomplete: train it with `entroguard train --zoo`"
-    )
+    students = [r for r in _zoo_rows().values() if r["recipe"] == "entropic_student"]
+    assert len(students) == 24, "the zoo is incomplete: train it with `entroguard train --zoo`"

@@ -100,7 +100,7 @@ def train(
         if arch is None:
             raise typer.BadParameter("give --arch (one model) or --zoo")
         _train_one(arch, prior, beta, epochs, train_set, test_set, out, teacher,
-                   distill_weight, seed)  # fmt: skip
+                   distill_weight, seed, channels)  # fmt: skip
     except EntroguardError as exc:
         _fail(exc)
 
@@ -128,7 +128,9 @@ def _train_recipe(recipe: str, arch: str, o: dict, train_set, test_set, out: Pat
     typer.echo(f"saved {path}: {json.dumps(metrics)}")
 
 
-def _train_one(arch, prior, beta, epochs, train_set, test_set, out, teacher, distill_weight, seed):
+def _train_one(
+    arch, prior, beta, epochs, train_set, test_set, out, teacher, distill_weight, seed, channels
+):
     import torch
 
     from entroguard.measure import measure
@@ -137,14 +139,14 @@ def _train_one(arch, prior, beta, epochs, train_set, test_set, out, teacher, dis
     from entroguard.train.loop import TrainConfig, train_split
 
     torch.manual_seed(seed)
-    model = build_model(arch, prior)
+    model = build_model(arch, prior, **({"latent_channels": channels} if channels else {}))
     teacher_model = load_checkpoint(teacher) if teacher else None
     config = TrainConfig(
         beta=beta, epochs=epochs, seed=seed, distill_weight=distill_weight if teacher else 0.0
     )
     train_split(model, train_set, config, teacher=teacher_model)
     result = measure(model, test_set.batches(500), total=len(test_set))
-    name = f"{arch}-{prior}-beta{beta:g}"
+    name = f"{arch}-{prior}" + (f"-c{channels}" if channels else "") + f"-beta{beta:g}"
     path = save_checkpoint(
         model, out / name, beta=beta, dataset=test_set.name, train=config.to_dict(),
         metrics=result.summary(),

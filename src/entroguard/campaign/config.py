@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 
 from entroguard.threats.threat import CORRUPTION_PREFIX, Threat, attack_registry
+from entroguard.train.zoo import ZOO_SELECTORS
 
 
 class ConfigError(ValueError):
@@ -283,10 +284,13 @@ def parse_config(raw: Any, source: str = "config") -> CampaignConfig:
         )
     cfg = CampaignConfig()
     models = raw.get("models", "zoo")
-    if models != "zoo" and not (
+    if models not in ZOO_SELECTORS and not (
         isinstance(models, list) and models and all(isinstance(m, str) for m in models)
     ):
-        raise ConfigError("models: expected 'zoo' or a list of model names / checkpoint paths")
+        raise ConfigError(
+            f"models: expected one of {', '.join(ZOO_SELECTORS)} or a list of model names / "
+            "checkpoint paths"
+        )
     cfg.models = models
     threats = raw.get("threats")
     if not isinstance(threats, list) or not threats:

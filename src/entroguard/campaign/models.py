@@ -8,7 +8,7 @@ from pathlib import Path
 from entroguard.errors import CheckpointError
 from entroguard.models import SplitClassifier
 from entroguard.train.checkpoint import checkpoint_paths, load_checkpoint, read_metadata
-from entroguard.train.zoo import list_zoo
+from entroguard.train.zoo import ZOO_SELECTORS, list_zoo
 
 
 @dataclass
@@ -29,12 +29,15 @@ class ModelRef:
 
 
 def resolve_models(models: str | list[str], zoo_dir: str | Path | None = None) -> list[ModelRef]:
-    """``"zoo"`` (every shipped model) or a list of zoo names and checkpoint paths."""
+    """``"zoo"`` (the default zoo: every shipped entropic student), ``"zoo:bottlefit"``,
+    ``"zoo:all"``, or a list of zoo names and checkpoint paths."""
     zoo = {r["name"]: r for r in list_zoo(zoo_dir)}
-    if models == "zoo":
-        if not zoo:
-            raise CheckpointError("the zoo is empty: train it with `entroguard train --zoo`")
-        names: list[str] = list(zoo)
+    if isinstance(models, str) and models in ZOO_SELECTORS:
+        recipe = ZOO_SELECTORS[models]
+        names: list[str] = [n for n, r in zoo.items() if recipe in (None, r["recipe"])]
+        if not names:
+            raise CheckpointError(f"no {models} models are shipped: train them with "
+                                  "`entroguard train --zoo` (or --recipe bottlefit)")  # fmt: skip
     else:
         names = list(models)
     refs = []

@@ -81,7 +81,7 @@ def train_split(
     qids = {id(p) for p in quantiles}
     main_params = [p for p in model.parameters() if id(p) not in qids]
     optimizer = torch.optim.AdamW(main_params, lr=config.lr, weight_decay=config.weight_decay)
-    aux_optimizer = torch.optim.Adam(quantiles, lr=config.aux_lr)
+    aux_optimizer = torch.optim.Adam(quantiles, lr=config.aux_lr) if quantiles else None
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     total_steps = max(1, round(config.epochs * steps_per_epoch))
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -110,9 +110,10 @@ def train_split(
             torch.nn.utils.clip_grad_norm_(main_params, 5.0)
             optimizer.step()
             schedule.step()
-            aux_optimizer.zero_grad(set_to_none=True)
-            _aux_loss(model).backward()
-            aux_optimizer.step()
+            if aux_optimizer is not None:  # a fixed-rate bottleneck has no densities
+                aux_optimizer.zero_grad(set_to_none=True)
+                _aux_loss(model).backward()
+                aux_optimizer.step()
 
             acc = (out.logits.argmax(1) == labels).float().mean()
             sums += torch.tensor([loss.item(), ce.item(), bpp.item(), acc.item()])

@@ -36,6 +36,12 @@ ZOO_DATASET = "fashion-mnist"
 BASE_EPOCHS = 5.0
 FINETUNE_EPOCHS = 1.0
 PACKAGED_ZOO = Path(__file__).resolve().parent.parent / "zoo_weights"
+ZOO_SELECTORS: dict[str, str | None] = {
+    "zoo": "entropic_student",
+    "zoo:bottlefit": "bottlefit",
+    "zoo:all": None,
+}
+"""Campaign ``models`` keywords: the default zoo (entropic students), BottleFit's, or all."""
 
 
 @dataclass(frozen=True)
