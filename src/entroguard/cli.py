@@ -397,6 +397,42 @@ def plan(
         )
 
 
+@app.command()
+def leak(
+    model: Annotated[str, typer.Option(help="Zoo model name or checkpoint path.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    shadow_images: Annotated[
+        int, typer.Option(help="Attacker's labelled images (second half of the training set).")
+    ] = 30_000,
+    test_images: Annotated[int, typer.Option(help="Victim test images scored.")] = 10_000,
+    points: Annotated[str, typer.Option(help="Comma-separated points.")] = ",".join(
+        ("latent", "g_s", "stage1", "stage2", "logits")
+    ),
+    probes: Annotated[str, typer.Option(help="Comma-separated probes.")] = "linear,mlp,cnn",
+    seed: Annotated[int, typer.Option(help="Random seed of the probes.")] = 0,
+) -> None:
+    """What the bitstream leaks: label-recovery probes trained on the attacker's shadow data at
+    each point (the decoded latent that travels, after g_s, after two tail stages, the logits),
+    the packet-length and per-channel-bits side channels, next to chance and the model."""
+    from entroguard.campaign.models import resolve_models
+    from entroguard.data import load_dataset
+    from entroguard.privacy.leak import default_shadow, run_leak
+    from entroguard.report.table import format_table
+
+    try:
+        ref = resolve_models([model])[0]
+        shadow = default_shadow(load_dataset("fashion-mnist", "train"), shadow_images)
+        victim = load_dataset("fashion-mnist", "test").subset(test_images)
+        chosen = {"points": tuple(points.split(",")), "probes": tuple(probes.split(","))}
+        rows = run_leak(ref.load(), ref.name, shadow, victim, seed=seed, **chosen)
+    except (EntroguardError, ValueError) as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    typer.echo(format_table(rows, ["point", "probe", "top1", "val_top1", "epochs"]))
+
+
 app.command("serve")(serve_command)
 app.command("edge")(edge_command)
 

@@ -1,0 +1,81 @@
+"""What the bitstream leaks: seeded probes, a shadow set that never holds test images, exact
+side channels, and the leak command's rows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from eg_testutil import seeded_model
+
+from entroguard.data import load_dataset
+from entroguard.data.imageset import ImageSet
+from entroguard.privacy.leak import default_shadow, leak_rows
+from entroguard.privacy.points import POINTS, features_at_points
+from entroguard.privacy.probes import train_probe
+from entroguard.privacy.side_channel import length_classifier_top1
+
+
+def _blobs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    return torch.randn(n, 4, 2, 2, generator=g) + labels.view(-1, 1, 1, 1).float(), labels
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp", "cnn"])
+def test_probes_are_seeded_and_learn(kind):
+    train, val, test = _blobs(300, 0), _blobs(100, 1), _blobs(200, 2)
+    a = train_probe(kind, train, val, test, num_classes=3, seed=5, patience_steps=100)
+    b = train_probe(kind, train, val, test, num_classes=3, seed=5, patience_steps=100)
+    assert a == b
+    assert a.top1 > 0.8 and a.epochs >= 50  # 2 steps an epoch: at least 100 steps of patience
+
+
+def test_the_length_side_channel_is_the_majority_class_per_length():
+    lengths = torch.tensor([10.0, 10, 10, 20, 20, 30])
+    labels = torch.tensor([1, 1, 2, 0, 0, 2])
+    test = torch.tensor([10.0, 20, 31, 14, 16])  # 31 -> 30; 14 -> 10; 16 -> 20
+    assert length_classifier_top1(lengths, labels, test, torch.tensor([1, 0, 2, 1, 0])) == 1.0
+
+
+def test_the_shadow_set_is_the_second_half_of_the_training_set_never_the_test_set():
+    train = load_dataset("fashion-mnist", "train")
+    shadow = default_shadow(train, 100)
+    assert torch.equal(shadow.images, train.images[30_000:30_100])
+    test = load_dataset("fashion-mnist", "test").subset(50)
+    stolen = ImageSet(test.name, "test", test.images, test.labels, test.classes)
+    with pytest.raises(ValueError, match="never contain the victim's test images"):
+        next(leak_rows(seeded_model("resnet_s", "fp"), "m", stolen, test))
+
+
+def test_the_latent_point_is_what_travels():
+    model = seeded_model("resnet_s", "mshp")
+    x = load_dataset("fashion-mnist", "test").to_float(slice(0, 4))
+    feats = features_at_points(model, x)
+    assert set(feats) == set(POINTS)
+    assert torch.equal(
+        feats["latent"], model.decompress(model.packets_to_batch(model.to_packets(x)))
+    )
+    assert torch.allclose(feats["logits"], model.from_packets(model.to_packets(x)))
+
+
+@pytest.mark.slow
+def test_leak_command_rows():
+    out = subprocess.run(
+        [sys.executable, "-m", "entroguard.cli", "leak", "--model", "resnet_s-fp-beta2.56",
+         "--json", "--shadow-images", "600", "--test-images", "200", "--probes", "linear",
+         "--points", "latent,logits"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    rows = json.loads(out.stdout)
+    assert {(r["point"], r["probe"]) for r in rows} >= {
+        ("latent", "linear"), ("logits", "linear"), ("packet_length", "histogram"),
+        ("channel_bits", "mlp"), ("reference", "chance"), ("reference", "model"),
+    }  # fmt: skip
+    for r in rows:
+        assert {"model", "point", "probe", "defense", "top1"} <= set(r) and 0 <= r["top1"] <= 1
+    latent = next(r for r in rows if r["point"] == "latent")
+    assert latent["top1"] > 0.5  # the latent that travels gives the class away
