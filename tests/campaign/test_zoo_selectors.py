@@ -16,6 +16,11 @@ def test_keywords_are_valid_configs(keyword):
     assert parse_config({"models": keyword, "threats": THREATS}).models == keyword
 
 
+def test_a_list_of_names_is_still_a_valid_config():
+    models = ["resnet_s-fp-beta0.01", "runs/x/model.safetensors"]
+    assert parse_config({"models": models, "threats": THREATS}).models == models
+
+
 def test_an_unknown_keyword_names_the_valid_ones():
     with pytest.raises(ConfigError, match="zoo, zoo:bottlefit, zoo:all"):
         parse_config({"models": "zoo:everything", "threats": THREATS})

@@ -134,6 +134,35 @@ def _number_list(value: Any, key: str) -> list[float]:
 ENTRY_KEYS = {"n_images", "defenses", "models"}
 
 
+def _eps_list(value: Any, key: str) -> list[float]:
+    """Attack budgets in grey levels (eps x 255): numbers (``8``) or strings ``"8/255"``.
+
+    A value between 0 and 1 is refused: it reads like a [0, 1] budget (0.03 would attack with
+    0.03 grey levels, nothing at all).
+    """
+    items = value if isinstance(value, list) else [value]
+    parsed = []
+    for v in items:
+        if isinstance(v, str) and v.replace(" ", "").endswith("/255"):
+            number = v.replace(" ", "")[: -len("/255")]
+            try:
+                v = float(number)
+            except ValueError:
+                raise ConfigError(f"{key}: {v!r} is not a budget like '8/255'") from None
+        parsed.append(v)
+    eps = _number_list(parsed, key)
+    for e in eps:
+        if 0 < e < 1:
+            raise ConfigError(
+                f"{key}: {e:g} is below one grey level; eps in YAML is in grey levels "
+                f"(eps x 255, e.g. 8, or '8/255'): for a [0, 1] budget of {e:g} write "
+                f"{e * 255:.3g}"
+            )
+        if e > 255:
+            raise ConfigError(f"{key}: {e:g} grey levels is more than the whole 0-255 range")
+    return eps
+
+
 def _name_list(value: Any, key: str, what: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{key}: expected a non-empty list of {what}, got {value!r}")
@@ -259,7 +288,7 @@ def _parse_threat(item: Any, key: str) -> ThreatGroup:
         name = item["attack"]
         if name not in ATTACKS:
             raise ConfigError(f"{key}.attack: unknown attack {name!r}; known: {', '.join(ATTACKS)}")
-        eps = _number_list(item.get("eps", [2, 4, 8, 16, 32]), f"{key}.eps")
+        eps = _eps_list(item.get("eps", [2, 4, 8, 16, 32]), f"{key}.eps")
         params = item.get("params", {}) or {}
         if not isinstance(params, dict):
             raise ConfigError(f"{key}.params: expected a mapping")
@@ -284,7 +313,8 @@ def parse_config(raw: Any, source: str = "config") -> CampaignConfig:
         )
     cfg = CampaignConfig()
     models = raw.get("models", "zoo")
-    if models not in ZOO_SELECTORS and not (
+    keyword = isinstance(models, str) and models in ZOO_SELECTORS
+    if not keyword and not (
         isinstance(models, list) and models and all(isinstance(m, str) for m in models)
     ):
         raise ConfigError(

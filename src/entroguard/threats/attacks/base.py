@@ -106,10 +106,16 @@ class Attack(ABC):
     needs_labels: bool = False
     hparams: tuple[str, ...] = ("eps",)
 
-    def __init__(self, eps: float) -> None:
+    def __init__(self, eps: float, norm: str = "linf") -> None:
         eps = float(eps)
         if not eps >= 0.0:
             raise ValueError(f"eps must be >= 0 (in [0, 1] pixel units, e.g. 8/255), got {eps}")
+        if norm == "linf" and eps > 1.0:
+            raise ValueError(
+                f"eps={eps:g} is not an L-infinity budget: in Python eps is in [0, 1] pixel units "
+                f"as in torchattacks; for {eps:g} grey levels pass eps={eps:g}/255 "
+                f"(= {eps / 255:.4f})"
+            )
         self.eps = eps
 
     def __call__(
@@ -170,7 +176,7 @@ class PGDAttack(Attack):
         norm: Norm = "linf",
         random_start: bool = False,
     ) -> None:
-        super().__init__(eps)
+        super().__init__(eps, norm)
         if int(steps) != steps or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps}")
         if not step_size > 0:
