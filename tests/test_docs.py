@@ -34,6 +34,15 @@ def test_the_readme_quickstart_runs():
     assert len(sizes.strip("[").split(",")) == 8 and len(classes.strip("]").split(",")) == 8
 
 
+def test_the_quickstart_example_prints_bytes_and_accuracy():
+    script = ROOT / "examples" / "quickstart.py"
+    assert len(script.read_text().splitlines()) <= 16
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
+    clean, attacked = out.stdout.strip().splitlines()
+    assert clean.startswith("clean {") and "'payload_bytes'" in clean and "'top1'" in clean
+    assert attacked.startswith("rate_pgd 8/255 {")
+
+
 @pytest.mark.slow
 def test_the_documentation_site_builds_strictly(tmp_path):
     mkdocs = shutil.which("mkdocs") or str(Path(sys.executable).with_name("mkdocs"))
