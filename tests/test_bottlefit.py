@@ -86,8 +86,9 @@ def test_fine_tuning_terms(kd, beta):
     assert torch.allclose(terms["loss"], expected)
 
 
-def test_both_stages_keep_the_best_validation_student(tiny_sets):
-    teacher, student = _teacher(), seeded_model("resnet_s", "fp")
+@pytest.mark.parametrize("prior", ["fp", "mshp"])
+def test_both_stages_keep_the_best_validation_student(tiny_sets, prior):
+    teacher, student = _teacher(), seeded_model("resnet_s", prior)
     student_from_teacher(student, teacher)
     config = BottleFitConfig(stage1_epochs=1, stage2_epochs=1, batch_size=64, beta=0.01)
     result = train_bottlefit(student, teacher, *tiny_sets, config, progress=False)

@@ -157,7 +157,8 @@ class _Trainer:
         if self.aux is None:
             return
         self.aux.zero_grad(set_to_none=True)
-        sum(m.loss() for m in self.student.codec.entropy_models()).backward()
+        models = self.student.codec.entropy_models()
+        sum(m.loss() for m in models if hasattr(m, "loss")).backward()  # quantile losses
         self.aux.step()
 
     def _trainable(self) -> list[nn.Parameter]:
