@@ -32,5 +32,5 @@ def test_zoo_is_the_entropic_students_and_all_is_everything():
     assert {m.name for m in resolve_models("zoo")} == students and len(students) == 24
     assert {m.name for m in resolve_models("zoo:all")} == {r["name"] for r in rows}
     bottlefit = {r["name"] for r in rows if r["recipe"] == "bottlefit"}
-    if bottlefit:
-        assert {m.name for m in resolve_models("zoo:bottlefit")} == bottlefit
+    assert len(bottlefit) >= 9  # three archs x three q8 widths, at least
+    assert {m.name for m in resolve_models("zoo:bottlefit")} == bottlefit
