@@ -56,10 +56,10 @@ def test_stored_tables_win_over_a_rebuild(tmp_path):
     state[key][1] += 1  # a table this machine would not build (still a valid CDF)
     save_file(state, str(path))
     meta = json.loads((tmp_path / "m.json").read_text())
-    from entroguard.models.split import CODER_TABLE_SUFFIXES, tables_digest
+    from entroguard.models.split import CODER_TABLE_SUFFIXES, tensors_digest
 
     tables = {k: v for k, v in state.items() if k.endswith(CODER_TABLE_SUFFIXES)}
-    meta["tables_sha256"] = tables_digest(tables)
+    meta["tables_sha256"] = tensors_digest(tables)
     (tmp_path / "m.json").write_text(json.dumps(meta))
     loaded = load_checkpoint(path).coder_tables()[key]
     assert not torch.equal(loaded, rebuilt) and loaded[0, 1] == rebuilt[0, 1] + 1

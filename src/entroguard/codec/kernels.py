@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from entroguard.codec.hyperprior import MeanScaleHyperprior
+from entroguard.threads import torch_threads
 
 KERNEL_VARIANTS: tuple[str, ...] = (
     "default",
@@ -36,16 +37,6 @@ KERNEL_VARIANTS: tuple[str, ...] = (
 def available_variants() -> list[str]:
     """The variants this machine can run (``cuda`` only with a GPU)."""
     return [v for v in KERNEL_VARIANTS if v != "cuda" or torch.cuda.is_available()]
-
-
-@contextmanager
-def _threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @contextmanager
@@ -74,9 +65,9 @@ def kernel_variant(codec: MeanScaleHyperprior, variant: str) -> Iterator[
     twin.tables_changed()  # what a fresh machine derives from the weights
     settings = {
         "no_onednn": torch.backends.mkldnn.flags(enabled=False),
-        "one_thread": _threads(1),
+        "one_thread": torch_threads(1),
     }
-    with settings.get(variant, _threads(torch.get_num_threads())):
+    with settings.get(variant, torch_threads(torch.get_num_threads())):
         yield twin, move
 
 

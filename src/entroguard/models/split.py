@@ -328,10 +328,10 @@ def _check_arithmetic(packet: Packet, index: int) -> None:
         )
 
 
-def tables_digest(tables: dict[str, Tensor]) -> str:
-    """SHA-256 over the coder tables' names, dtypes, shapes and bytes (checked on load)."""
+def tensors_digest(tensors: dict[str, Tensor]) -> str:
+    """SHA-256 over named tensors' names, dtypes, shapes and bytes (coder tables, teachers)."""
     h = hashlib.sha256()
-    for name, tensor in sorted(tables.items()):
+    for name, tensor in sorted(tensors.items()):
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.numpy().tobytes())

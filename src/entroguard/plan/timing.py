@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -18,28 +18,19 @@ from torch import Tensor
 from entroguard.models.split import SplitClassifier
 from entroguard.plan.costs import OptionCost
 from entroguard.serve.uploads import DEFAULT_JPEG_QUALITY, _pil_image, encoded_size, to_uint8_hwc
+from entroguard.threads import torch_threads
+
+T = TypeVar("T")
 
 
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch threads, then restore the previous count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def median_ms(fn: Callable[[Tensor], object], images: Tensor, warmup: int = 3) -> float:
-    """Median wall time (ms) of ``fn`` on each image (1, C, H, W) of ``images``."""
-    singles = images.split(1)
-    for x in singles[:warmup]:
-        fn(x)
+def median_ms(fn: Callable[[T], object], items: Sequence[T], warmup: int = 3) -> float:
+    """Median wall time (ms) of ``fn`` on each of ``items`` (images (1, C, H, W) or packets)."""
+    for item in items[:warmup]:
+        fn(item)
     times = []
-    for x in singles:
+    for item in items:
         start = time.perf_counter()
-        fn(x)
+        fn(item)
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 
@@ -66,28 +57,18 @@ def measure_costs(
     packets = model.to_packets(images)
     png = _image_encoder("PNG")
     jpeg = _image_encoder("JPEG", quality=DEFAULT_JPEG_QUALITY)
+    singles = images.split(1)
     with torch_threads(1):
-        local_ms = median_ms(model, images)
-        head_ms = median_ms(model.to_packets, images)
-        png_ms, jpeg_ms = median_ms(png, images), median_ms(jpeg, images)
+        local_ms = median_ms(model, singles)
+        head_ms = median_ms(model.to_packets, singles)
+        png_ms, jpeg_ms = median_ms(png, singles), median_ms(jpeg, singles)
     with torch_threads(server_threads or torch.get_num_threads()):
-        server_full_ms = median_ms(model, images)
-        tail_ms = _tail_ms(model, packets)
-    sizes = {"png": [png(x) for x in images.split(1)], "jpeg": [jpeg(x) for x in images.split(1)]}
+        server_full_ms = median_ms(model, singles)
+        tail_ms = median_ms(lambda p: model.from_packets([p]), packets)
+    sizes = {"png": [png(x) for x in singles], "jpeg": [jpeg(x) for x in singles]}
     return [
         OptionCost("local", local_ms, 0.0, 0.0),
         OptionCost("offload_png", png_ms, float(np.mean(sizes["png"])), server_full_ms),
         OptionCost("offload_jpeg", jpeg_ms, float(np.mean(sizes["jpeg"])), server_full_ms),
         OptionCost("split", head_ms, float(np.mean([len(p) for p in packets])), tail_ms),
     ]
-
-
-def _tail_ms(model: SplitClassifier, packets: list[bytes], warmup: int = 3) -> float:
-    for p in packets[:warmup]:
-        model.from_packets([p])
-    times = []
-    for p in packets:
-        start = time.perf_counter()
-        model.from_packets([p])
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from entroguard import __version__
 from entroguard.errors import CheckpointError
 from entroguard.models.registry import build_from_spec
-from entroguard.models.split import CODER_TABLE_SUFFIXES, SplitClassifier, SplitSpec, tables_digest
+from entroguard.models.split import CODER_TABLE_SUFFIXES, SplitClassifier, SplitSpec, tensors_digest
 
 FORMAT = "entroguard-split-checkpoint"
 FORMAT_VERSION = 2
@@ -51,7 +51,7 @@ def save_checkpoint(model: SplitClassifier, path: str | Path, **metadata: Any) -
         "entroguard_version": __version__,
         "spec": model.spec.to_dict(),
         "fingerprint": model.fingerprint,
-        "tables_sha256": tables_digest(tables),
+        "tables_sha256": tensors_digest(tables),
         **metadata,
     }
     tmp_w, tmp_m = Path(f"{weights}.tmp"), Path(f"{meta_path}.tmp")
@@ -159,7 +159,7 @@ def _prepare_with_tables(
     if not tables:
         model.prepare_coding()
         return
-    if meta.get("tables_sha256") != tables_digest(tables):
+    if meta.get("tables_sha256") != tensors_digest(tables):
         raise CheckpointError(
             f"{source}: the stored coder tables do not match their digest; the file was modified "
             "or damaged: copy the checkpoint again"

@@ -7,7 +7,6 @@ shipped teachers live in ``zoo_weights/teachers/{arch}-uncut.*``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from entroguard.data.imageset import ImageSet
 from entroguard.errors import CheckpointError
+from entroguard.models.split import tensors_digest
 from entroguard.models.uncut import UncutClassifier
 from entroguard.train.checkpoint import checkpoint_paths
 from entroguard.train.epochs import run_epoch
@@ -64,20 +64,13 @@ def train_teacher(
     return history
 
 
-def _digest(state: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for name, tensor in sorted(state.items()):
-        h.update(name.encode() + tensor.contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def save_teacher(model: UncutClassifier, path: str | Path, **metadata) -> Path:
     """Save ``model`` as ``path.safetensors`` + ``path.json``; returns the weights path."""
     weights, meta_path = checkpoint_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "arch": model.arch, "options": model.options,
-            "sha256": _digest(state), **metadata}  # fmt: skip
+            "sha256": tensors_digest(state), **metadata}  # fmt: skip
     save_file(state, f"{weights}.tmp")
     Path(f"{meta_path}.tmp").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     Path(f"{weights}.tmp").replace(weights)
@@ -116,7 +109,7 @@ def load_teacher(path: str | Path | None, arch: str) -> UncutClassifier:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{weights} is not a readable safetensors file ({exc})") from exc
-    if _digest(state) != meta.get("sha256"):
+    if tensors_digest(state) != meta.get("sha256"):
         raise CheckpointError(f"{weights.name} was modified or damaged: copy the teacher again")
     model = UncutClassifier(arch, **meta["options"])
     model.load_state_dict(state)
