@@ -69,10 +69,8 @@ class MeanScaleHyperprior(LatentCodec):
         ``h_s`` may upsample past the latent's size (a 55x55 latent has a 14x14 hyper-latent,
         which ``h_s`` maps back to 56x56); the output is cropped to ``latent_hw``.
 
-        ``z_hat`` is made contiguous first: the encoder's hyper-latent can come out of ``h_a``
-        in channels-last strides (MobileNetV2's heads do) while the decoder's is contiguous,
-        and convolutions over the two layouts differ in the last bits, enough to move a scale
-        across a table boundary and derail exact decoding.
+        This is the float ``h_s`` of the differentiable path; coding uses
+        :meth:`coding_params`, whose result does not depend on layout, batch or kernel.
         """
         params = self.h_s(z_hat.contiguous())[..., : latent_hw[0], : latent_hw[1]]
         if params.shape[1] != 2 * self.channels or tuple(params.shape[-2:]) != tuple(latent_hw):

@@ -47,11 +47,11 @@ class TrainHistory:
     acc: list[float] = field(default_factory=list)
 
 
-def _quantile_params(model: SplitClassifier) -> list[torch.nn.Parameter]:
+def quantile_params(model: SplitClassifier) -> list[torch.nn.Parameter]:
     return [p for n, p in model.named_parameters() if n.endswith("quantiles")]
 
 
-def _aux_loss(model: SplitClassifier) -> torch.Tensor:
+def aux_loss(model: SplitClassifier) -> torch.Tensor:
     return sum(m.loss() for m in model.codec.entropy_models() if hasattr(m, "loss"))
 
 
@@ -77,7 +77,7 @@ def train_split(
     if config.distill_weight > 0 and teacher is None:
         raise ValueError("distill_weight > 0 needs a teacher model")
     generator = torch.Generator().manual_seed(config.seed)
-    quantiles = _quantile_params(model)
+    quantiles = quantile_params(model)
     qids = {id(p) for p in quantiles}
     main_params = [p for p in model.parameters() if id(p) not in qids]
     optimizer = torch.optim.AdamW(main_params, lr=config.lr, weight_decay=config.weight_decay)
@@ -112,7 +112,7 @@ def train_split(
             schedule.step()
             if aux_optimizer is not None:  # a fixed-rate bottleneck has no densities
                 aux_optimizer.zero_grad(set_to_none=True)
-                _aux_loss(model).backward()
+                aux_loss(model).backward()
                 aux_optimizer.step()
 
             acc = (out.logits.argmax(1) == labels).float().mean()

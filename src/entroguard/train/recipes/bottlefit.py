@@ -31,6 +31,7 @@ from entroguard.data.imageset import ImageSet
 from entroguard.models.split import SplitClassifier
 from entroguard.models.uncut import UncutClassifier, stage_outputs
 from entroguard.train.epochs import run_epoch, top1
+from entroguard.train.loop import aux_loss, quantile_params
 
 STAGES = ("1", "2")
 
@@ -150,15 +151,14 @@ class _Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.result = BottleFitResult()
         self.best_state: dict | None = None
-        quantiles = [p for n, p in student.named_parameters() if n.endswith("quantiles")]
+        quantiles = quantile_params(student)
         self.aux = torch.optim.Adam(quantiles, lr=config.aux_lr) if quantiles else None
 
     def _aux_step(self) -> None:
         if self.aux is None:
             return
         self.aux.zero_grad(set_to_none=True)
-        models = self.student.codec.entropy_models()
-        sum(m.loss() for m in models if hasattr(m, "loss")).backward()  # quantile losses
+        aux_loss(self.student).backward()
         self.aux.step()
 
     def _trainable(self) -> list[nn.Parameter]:
