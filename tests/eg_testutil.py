@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,6 +14,9 @@ from entroguard.models import SplitClassifier, build_model
 
 SMALL_ARCHS = ("resnet_s", "regnet_s", "mobilenetv2_s")
 PRIORS = ("fp", "mshp")
+
+if TYPE_CHECKING:
+    from entroguard.models.slimmable import SlimmableSplitClassifier
 
 
 def seeded_model(arch: str, prior: str, seed: int = 0) -> SplitClassifier:
@@ -36,3 +40,14 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
     header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     with gzip.open(path, "wb") as f:
         f.write(header + array.astype(np.uint8).tobytes())
+
+
+def slim_model(prior: str, seed: int = 0) -> SlimmableSplitClassifier:
+    """A seeded slimmable resnet_s head whose four rate settings code different symbols."""
+    torch.manual_seed(seed)
+    model = build_model("resnet_s", prior, members=4).eval()
+    # spread the rate settings apart as training does, so they code different bytes
+    with torch.no_grad():
+        model.codec.log_gain.add_(torch.linspace(1.0, 3.0, 4)[:, None])
+    model.prepare_coding()
+    return model

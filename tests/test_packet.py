@@ -75,7 +75,10 @@ def _reason(data, **kw) -> str:
 
 def test_constants():
     assert (
-        VERSION == 2 and READABLE_VERSIONS == (1, 2) and MAGIC == b"EG" and MAX_LATENT_SIDE == 4096
+        VERSION == 2
+        and READABLE_VERSIONS == (1, 2, 3)
+        and MAGIC == b"EG"
+        and MAX_LATENT_SIDE == 4096
     )
     assert DEFAULT_MAX_PACKET_BYTES == 4 * 1024 * 1024
     assert PRIORS == {"fp": 0, "mshp": 1, "q8": 2}
@@ -275,7 +278,7 @@ def test_reason_bad_magic():
     assert _reason(b"\x89PNG\r\n\x1a\n" + bytes(50)) == "bad_magic"
 
 
-@pytest.mark.parametrize("version", [0, 3, 15])
+@pytest.mark.parametrize("version", [0, 4, 15])
 def test_reason_bad_version(version):
     assert _reason(_raw(b"\x08\x08\x00", version=version)) == "bad_version"
     assert _reason(_raw(b"", version=version)[:3]) == "bad_version"
@@ -449,7 +452,8 @@ def test_fuzz_mutated_packets(p, mutations, reseal, as_bytearray):
 
 @pytest.mark.parametrize("version", READABLE_VERSIONS)
 def test_every_readable_version_round_trips(version):
-    p = Packet("mshp", FP, (8, 8), (b"\x00" * 12,), version=version)
+    setting = (3, 1) if version == 3 else None
+    p = Packet("mshp", FP, (8, 8), (b"\x00" * 12,), version=version, setting=setting)
     data = p.to_bytes()
     assert data[2] >> 4 == version
     assert parse_packet(data) == p and parse_packet(data).version == version
@@ -457,6 +461,26 @@ def test_every_readable_version_round_trips(version):
 
 def test_an_unwritable_version_is_a_clear_error():
     with pytest.raises(ValueError, match="version must be one of"):
+        Packet("fp", FP, (8, 8), (b"\x00" * 8,), version=4)
+
+
+def test_the_setting_byte_round_trips_and_costs_one_byte():
+    plain = Packet("mshp", FP, (8, 8), (b"\x01" * 12,))
+    slim = Packet("mshp", FP, (8, 8), (b"\x01" * 12,), setting=(2, 3))
+    assert plain.version == 2 and slim.version == 3
+    data = slim.to_bytes()
+    assert len(data) == len(plain.to_bytes()) + 1 == slim.total_bytes
+    assert parse_packet(data).setting == (2, 3)
+    assert _reason(_reseal(data[:13])) in {"truncated", "length_mismatch"}
+
+
+@pytest.mark.parametrize("setting", [(16, 0), (0, -1), (1,), "ab"])
+def test_a_bad_setting_or_a_setting_in_an_old_format_is_a_clear_error(setting):
+    with pytest.raises(ValueError, match="setting must be"):
+        Packet("fp", FP, (8, 8), (b"\x00" * 8,), setting=setting)
+    with pytest.raises(ValueError, match="cannot carry a setting"):
+        Packet("fp", FP, (8, 8), (b"\x00" * 8,), version=2, setting=(1, 1))
+    with pytest.raises(ValueError, match="needs a setting"):
         Packet("fp", FP, (8, 8), (b"\x00" * 8,), version=3)
 
 

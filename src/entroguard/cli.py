@@ -49,7 +49,8 @@ def train(
         str,
         typer.Option(
             help="entropic_student (default), bottlefit (two stages from an uncut "
-            "teacher) or uncut (train the teacher itself)."
+            "teacher), uncut (train the teacher itself) or slimmable (one head, compute and "
+            "rate settings switched at run time)."
         ),
     ] = "entropic_student",
     channels: Annotated[
@@ -69,7 +70,8 @@ def train(
 
     --recipe bottlefit trains a bottleneck of --channels channels (--prior q8, fp or mshp; beta
     adds the rate in stage 2 for fp/mshp) from the uncut teacher of --arch (the shipped one, or
-    --teacher); --recipe uncut trains that teacher (--epochs).
+    --teacher); --recipe uncut trains that teacher (--epochs); --recipe slimmable trains one
+    head with 4 encoder members and 4 rate settings (--prior fp or mshp, --epochs).
     """
     try:
         from entroguard.data import load_dataset
@@ -105,7 +107,7 @@ def train(
         _fail(exc)
 
 
-RECIPES = ("entropic_student", "bottlefit", "uncut")
+RECIPES = ("entropic_student", "bottlefit", "uncut", "slimmable")
 
 
 def _train_recipe(recipe: str, arch: str, o: dict, train_set, test_set, out: Path) -> None:
@@ -118,6 +120,9 @@ def _train_recipe(recipe: str, arch: str, o: dict, train_set, test_set, out: Pat
         path, accuracy = run_uncut(arch, config, train_set, test_set, out)
         typer.echo(f"saved {path}: top1 {accuracy:.4f}")
         return
+    if recipe == "slimmable":
+        _train_slimmable(arch, o, train_set, test_set, out)
+        return
     config = BottleFitConfig(
         stages=tuple(x.strip() for x in o["stages"].split(",")), stage1_epochs=o["stage1_epochs"],
         stage2_epochs=o["stage2_epochs"], kd=o["kd"], freeze_encoder=o["freeze_encoder"],
@@ -126,6 +131,21 @@ def _train_recipe(recipe: str, arch: str, o: dict, train_set, test_set, out: Pat
     path, metrics = run_bottlefit(arch, o["prior"], o["channels"], config, train_set, test_set,
                                   out, teacher_path=o["teacher"])  # fmt: skip
     typer.echo(f"saved {path}: {json.dumps(metrics)}")
+
+
+def _train_slimmable(arch: str, o: dict, train_set, test_set, out: Path) -> None:
+    from entroguard.train.recipes.runs import run_slimmable
+    from entroguard.train.recipes.slimmable import SlimmableConfig
+
+    if o["prior"] not in ("fp", "mshp"):
+        raise typer.BadParameter("--recipe slimmable needs --prior fp or mshp")
+    config = SlimmableConfig(epochs=max(1, round(o["epochs"])), seed=o["seed"])
+    path, rows = run_slimmable(arch, o["prior"], config, train_set, test_set, out,
+                               teacher_path=o["teacher"])  # fmt: skip
+    for row in rows:
+        typer.echo(f"m{row['members']},r{row['rate']}: top1 {row['top1']:.4f}, "
+                   f"payload {row['payload_bytes']:.1f} B")  # fmt: skip
+    typer.echo(f"saved {path}")
 
 
 def _train_one(

@@ -13,6 +13,7 @@ encoding only, so values are 0 .. 2**21 - 1)::
     7       4     zlib.crc32 of every byte after this field (rest of header + strings)
     11      1-3   latent height (varint, 1 .. MAX_LATENT_SIDE)
     .       1-3   latent width  (varint, 1 .. MAX_LATENT_SIDE)
+    .       1     setting (format 3 only): high nibble compute setting, low nibble rate setting
     .       1-3   length in bytes of each string (varint), STRINGS_PER_PRIOR[prior] of them
     .       ...   the strings, concatenated in order
 
@@ -22,6 +23,11 @@ indexes and means come from the integer hyper-synthesis
 the float ``h_s``, which machines compute differently in the last bits, so a version-1 "mshp"
 packet does not decode reliably elsewhere; it still parses, and the model refuses it with
 reason ``bad_version``. Version-1 "fp" packets are coded exactly as version-2 ones and decode.
+
+**3**: a version-2 packet plus one setting byte after the latent size, written by slimmable
+heads (:mod:`entroguard.models.slimmable`): the compute setting (number of encoder members
+minus one) in the high nibble and the rate setting in the low nibble. The tail decodes with
+the rate setting's entropy model; packets of other models are versions 1 and 2, unchanged.
 
 Every prior currently carries exactly one coder string: "fp" the rANS string of the latent y;
 "mshp" a single rANS stream per image holding the hyper-latent z symbols first, then y; "q8"
@@ -52,6 +58,7 @@ __all__ = [
     "PACKET_ERROR_REASONS",
     "PRIORS",
     "READABLE_VERSIONS",
+    "SETTING_VERSION",
     "STRINGS_PER_PRIOR",
     "VERSION",
     "Packet",
@@ -61,8 +68,10 @@ __all__ = [
 ]
 
 VERSION: int = 2
-"""Format version written in the high nibble of byte 2 (0..15)."""
-READABLE_VERSIONS: tuple[int, ...] = (1, 2)
+"""Format version written in the high nibble of byte 2 (0..15) for packets without a setting."""
+SETTING_VERSION: int = 3
+"""Format version of packets that carry a slimmable head's setting byte."""
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3)
 """Format versions :func:`parse_packet` accepts (see the module docstring)."""
 MAGIC: bytes = b"EG"
 """First two bytes of every packet."""
@@ -101,6 +110,7 @@ PACKET_ERROR_REASONS: frozenset[str] = frozenset(
         "bad_shape",
         "length_mismatch",
         "checksum",
+        "bad_setting",
     }
 )
 """Every value :attr:`PacketError.reason` can take."""
@@ -176,6 +186,20 @@ def _check_latent_hw(latent_hw: object) -> tuple[int, int]:
     return (h, w)
 
 
+def _check_setting(setting: object) -> tuple[int, int] | None:
+    if setting is None:
+        return None
+    if (
+        not isinstance(setting, (tuple, list))
+        or len(setting) != 2
+        or not all(_is_int(v) and 0 <= v <= 15 for v in setting)
+    ):
+        raise ValueError(
+            f"setting must be a pair of ints in 0..15 (compute, rate), got {setting!r}"
+        )
+    return (setting[0], setting[1])
+
+
 def _check_lengths(prior: str, lengths: Sequence[int]) -> None:
     expected = STRINGS_PER_PRIOR[prior]
     if len(lengths) != expected:
@@ -223,7 +247,9 @@ class Packet:
         strings: coder output, STRINGS_PER_PRIOR[prior] strings in order (one for both
             priors: the y string for "fp"; for "mshp" one stream with z first, then y);
             each at most MAX_STRING_BYTES bytes.
-        version: wire format version, one of READABLE_VERSIONS (default: VERSION).
+        setting: ``(compute, rate)`` setting of a slimmable head, each 0..15, or None.
+        version: wire format version, one of READABLE_VERSIONS (default: SETTING_VERSION
+            with a setting, else VERSION); a setting needs format 3 and format 3 a setting.
 
     Bytes-like fields are normalised to ``bytes`` and sequences to tuples. Invalid values
     raise ValueError.
@@ -233,14 +259,24 @@ class Packet:
     fingerprint: bytes
     latent_hw: tuple[int, int]
     strings: tuple[bytes, ...]
-    version: int = VERSION
+    version: int | None = None
+    setting: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         prior = _check_prior(self.prior)
-        if not _is_int(self.version) or self.version not in READABLE_VERSIONS:
+        setting = _check_setting(self.setting)
+        version = self.version
+        if version is None:
+            version = VERSION if setting is None else SETTING_VERSION
+        if not _is_int(version) or version not in READABLE_VERSIONS:
+            raise ValueError(f"packet version must be one of {READABLE_VERSIONS}, got {version!r}")
+        if (setting is not None) != (version >= SETTING_VERSION):
             raise ValueError(
-                f"packet version must be one of {READABLE_VERSIONS}, got {self.version!r}"
+                f"packet format {version} {'cannot carry' if setting else 'needs'} a setting: "
+                f"only format {SETTING_VERSION} packets (slimmable heads) carry one"
             )
+        object.__setattr__(self, "version", version)
+        object.__setattr__(self, "setting", setting)
         fingerprint = _as_bytes(self.fingerprint, "fingerprint")
         if len(fingerprint) != FINGERPRINT_BYTES:
             raise ValueError(
@@ -269,7 +305,8 @@ class Packet:
     @property
     def header_bytes(self) -> int:
         """Size of the header, in bytes (``len(self.to_bytes()) - self.payload_bytes``)."""
-        return header_size(self.prior, self.latent_hw, [len(s) for s in self.strings])
+        size = header_size(self.prior, self.latent_hw, [len(s) for s in self.strings])
+        return size + (self.setting is not None)
 
     @property
     def total_bytes(self) -> int:
@@ -281,6 +318,8 @@ class Packet:
         body = bytearray()
         _encode_varint(self.latent_hw[0], body)
         _encode_varint(self.latent_hw[1], body)
+        if self.setting is not None:
+            body.append((self.setting[0] << 4) | self.setting[1])
         for s in self.strings:
             _encode_varint(len(s), body)
         for s in self.strings:
@@ -390,6 +429,12 @@ def _parse(buf: memoryview) -> Packet:
                 f"latent {name} {side} out of range 1..{MAX_LATENT_SIDE}: the packet is corrupt "
                 "or the image is too large; resend, or downscale the input",
             )
+    setting = None
+    if version >= SETTING_VERSION:
+        if pos >= n:
+            raise PacketError("truncated", f"packet truncated before its setting byte: {_RESEND}")
+        setting = (buf[pos] >> 4, buf[pos] & 0x0F)
+        pos += 1
     lengths = []
     for i in range(STRINGS_PER_PRIOR[prior]):
         length, pos = _read_varint(buf, pos, f"string {i} length")
@@ -413,7 +458,7 @@ def _parse(buf: memoryview) -> Packet:
     for length in lengths:
         strings.append(bytes(buf[pos : pos + length]))
         pos += length
-    return Packet(prior, fingerprint, (h, w), tuple(strings), version)
+    return Packet(prior, fingerprint, (h, w), tuple(strings), version, setting)
 
 
 def _check_version_prior(byte: int) -> tuple[int, str]:

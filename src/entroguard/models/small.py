@@ -16,7 +16,9 @@ from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.models.regnet import ResBottleneckBlock
 from torchvision.models.resnet import BasicBlock
 
+from entroguard.codec.rate_switched import RateSwitchedCodec
 from entroguard.models.bottleneck import build_codec
+from entroguard.models.slimmable import SLIM_OPTIONS, MemberEncoder, SlimmableSplitClassifier
 from entroguard.models.split import SplitClassifier, SplitSpec
 from entroguard.models.transforms import analysis_transform, synthesis_transform
 
@@ -91,6 +93,8 @@ def build_small(arch: str, prior: str, num_classes: int = 10, **options: int) ->
     """
     if arch not in SMALL_TAILS:
         raise ValueError(f"unknown small arch {arch!r}: choose one of {', '.join(SMALL_TAILS)}")
+    if "members" in options:
+        return build_slimmable_small(arch, prior, num_classes, **options)
     unknown = set(options) - set(DEFAULT_OPTIONS)
     if unknown:
         raise ValueError(f"unknown options {sorted(unknown)}; known: {sorted(DEFAULT_OPTIONS)}")
@@ -109,5 +113,38 @@ def build_small(arch: str, prior: str, num_classes: int = 10, **options: int) ->
         encoder=analysis_transform(3, opts["hidden"], opts["latent_channels"]),
         codec=build_codec(prior, opts["latent_channels"], opts["hyper_channels"]),
         decoder=synthesis_transform(opts["latent_channels"], opts["hidden"], opts["width"]),
+        backbone_tail=SMALL_TAILS[arch](opts["width"], num_classes),
+    )
+
+
+def build_slimmable_small(
+    arch: str, prior: str, num_classes: int = 10, **options: int
+) -> SlimmableSplitClassifier:
+    """A slimmable head (:mod:`entroguard.models.slimmable`) on a small architecture.
+
+    Args:
+        options: ``DEFAULT_OPTIONS`` and ``SLIM_OPTIONS`` overrides (members, rate_settings,
+            member_hidden: the width of each member's analysis transform).
+    """
+    if prior not in ("fp", "mshp"):
+        raise ValueError(
+            f"a slimmable head needs an entropy-coded prior (fp or mshp), got {prior!r}"
+        )
+    unknown = set(options) - set(DEFAULT_OPTIONS) - set(SLIM_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown options {sorted(unknown)}; known: "
+                         f"{sorted(DEFAULT_OPTIONS | SLIM_OPTIONS)}")  # fmt: skip
+    opts = {**DEFAULT_OPTIONS, **SLIM_OPTIONS, **options}
+    spec = SplitSpec(arch, prior, num_classes, INPUT_SIZE, FASHION_MEAN, FASHION_STD, opts)
+    latent = opts["latent_channels"]
+    members = [analysis_transform(3, opts["member_hidden"], latent) for _ in range(opts["members"])]
+    codec = RateSwitchedCodec(
+        latent, opts["rate_settings"], lambda: build_codec(prior, latent, opts["hyper_channels"])
+    )
+    return SlimmableSplitClassifier(
+        spec,
+        encoder=MemberEncoder(members),
+        codec=codec,
+        decoder=synthesis_transform(latent, opts["hidden"], opts["width"]),
         backbone_tail=SMALL_TAILS[arch](opts["width"], num_classes),
     )

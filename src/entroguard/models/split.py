@@ -99,18 +99,34 @@ class SplitOutput:
 
 @dataclass
 class EncodedBatch:
-    """Real coder output for a batch: per-image byte strings and the latent size (h, w)."""
+    """Real coder output for a batch: per-image byte strings and the latent size (h, w).
+
+    ``settings`` holds each image's slimmable-head setting ``(members, rate)`` when the
+    packets carried one (None otherwise).
+    """
 
     strings: list[list[bytes]]
     latent_hw: tuple[int, int]
+    settings: list[tuple[int, int]] | None = None
 
     def payload_bytes(self) -> list[int]:
         """Bytes of coder output per image (no header)."""
         return [sum(len(s) for s in image) for image in self.strings]
 
+    @staticmethod
+    def concat(batches: Sequence[EncodedBatch]) -> EncodedBatch:
+        """One batch of the images of ``batches`` (same latent size), in order."""
+        strings = [s for batch in batches for s in batch.strings]
+        parts = [batch.settings for batch in batches]
+        settings = None if any(p is None for p in parts) else [s for p in parts for s in p]
+        return EncodedBatch(strings, batches[0].latent_hw, settings)
+
 
 class SplitClassifier(nn.Module):
     """A split classifier with a real entropy-coded bottleneck.
+
+    ``slimmable`` is False here: the head has one setting and its packets carry none
+    (:class:`~entroguard.models.slimmable.SlimmableSplitClassifier` has several).
 
     Args:
         spec: the architecture description (saved with checkpoints).
@@ -119,6 +135,8 @@ class SplitClassifier(nn.Module):
         decoder: ``g_s``, latent -> features for ``backbone_tail``.
         backbone_tail: the rest of the backbone, features -> logits (B, num_classes).
     """
+
+    slimmable: bool = False
 
     def __init__(
         self,
@@ -203,29 +221,39 @@ class SplitClassifier(nn.Module):
         """
         if not packets:
             raise InputError("no packets given")
-        expected_hw = self.latent_hw
-        strings = []
-        for i, data in enumerate(packets):
-            packet = parse_packet(data)
-            _check_arithmetic(packet, i)
-            if packet.prior != self.spec.prior:
-                raise ModelMismatchError(
-                    f"packet {i} was coded with prior {packet.prior!r}, this model uses "
-                    f"{self.spec.prior!r}: send it to a {packet.prior} model"
-                )
-            if packet.fingerprint != self.fingerprint_bytes:
-                raise ModelMismatchError(
-                    f"packet {i} has model fingerprint {packet.fingerprint.hex()}, this model is "
-                    f"{self.fingerprint_bytes.hex()}: the head and the tail must come from the "
-                    "same checkpoint"
-                )
-            if tuple(packet.latent_hw) != expected_hw:
-                raise ModelMismatchError(
-                    f"packet {i} carries a {packet.latent_hw} latent, this model expects "
-                    f"{expected_hw}"
-                )
-            strings.append(list(packet.strings))
-        return EncodedBatch(strings, expected_hw)
+        parsed = [parse_packet(data) for data in packets]
+        for i, packet in enumerate(parsed):
+            self._check_packet(packet, i)
+        strings = [list(packet.strings) for packet in parsed]
+        settings = [packet.setting for packet in parsed]
+        if any(s is None for s in settings):
+            return EncodedBatch(strings, self.latent_hw)
+        return EncodedBatch(strings, self.latent_hw, [(m + 1, r) for m, r in settings])
+
+    def _check_packet(self, packet: Packet, index: int) -> None:
+        """Raise ``PacketError``/``ModelMismatchError`` unless this model coded ``packet``."""
+        _check_arithmetic(packet, index)
+        if packet.prior != self.spec.prior:
+            raise ModelMismatchError(
+                f"packet {index} was coded with prior {packet.prior!r}, this model uses "
+                f"{self.spec.prior!r}: send it to a {packet.prior} model"
+            )
+        if packet.setting is not None and not self.slimmable:
+            raise ModelMismatchError(
+                f"packet {index} carries a slimmable head's setting, this model is not "
+                "slimmable: send it to the model that coded it"
+            )
+        if packet.fingerprint != self.fingerprint_bytes:
+            raise ModelMismatchError(
+                f"packet {index} has model fingerprint {packet.fingerprint.hex()}, this model is "
+                f"{self.fingerprint_bytes.hex()}: the head and the tail must come from the "
+                "same checkpoint"
+            )
+        if tuple(packet.latent_hw) != self.latent_hw:
+            raise ModelMismatchError(
+                f"packet {index} carries a {packet.latent_hw} latent, this model expects "
+                f"{self.latent_hw}"
+            )
 
     def from_packets(self, packets: Sequence[bytes]) -> Tensor:
         """Wire packets -> logits (B, K), exactly what a server computes.

@@ -80,8 +80,7 @@ class TailEngine:
 
     def parse(self, packets: Sequence[bytes]) -> EncodedBatch:
         """Parse untrusted packets and check they belong to this model (400 / 409 / 413)."""
-        strings: list[list[bytes]] = []
-        latent_hw = self.model.latent_hw
+        batches: list[EncodedBatch] = []
         for i, data in enumerate(packets):
             try:
                 parse_packet(data, max_bytes=self.max_packet_bytes)  # the size limit first
@@ -92,8 +91,8 @@ class TailEngine:
                 raise ServeError("model_mismatch", _nth(i, len(packets), str(exc))) from None
             except InputError as exc:
                 raise ServeError("bad_batch", _nth(i, len(packets), str(exc))) from None
-            strings.extend(batch.strings)
-        return EncodedBatch(strings, latent_hw)
+            batches.append(batch)
+        return EncodedBatch.concat(batches)
 
     def judge(self, encoded: EncodedBatch, client: str | None = None) -> list[GuardDecision]:
         """The guard's verdict on every packet; 422 ``rate_anomaly`` if any is refused.

@@ -21,6 +21,7 @@ from entroguard.train.recipes.bottlefit import (
     student_from_teacher,
     train_bottlefit,
 )
+from entroguard.train.recipes.slimmable import SlimmableConfig, config_dict, train_slimmable
 from entroguard.train.teacher import (
     TeacherConfig,
     load_teacher,
@@ -88,3 +89,53 @@ def run_uncut(
     path = save_teacher(model, out / f"{arch}-uncut", name=f"{arch}-uncut", dataset=test_set.name,
                         **meta)  # fmt: skip
     return path, accuracy
+
+
+def slimmable_name(arch: str, prior: str) -> str:
+    """``resnet_s-slim-mshp``: the zoo name of a slimmable head."""
+    return f"{arch}-slim-{prior}"
+
+
+def measure_settings(model, test_set: ImageSet, *, progress: bool = True) -> list[dict]:
+    """Every setting's clean figures on ``test_set`` through real coding (payload statistics
+    feed the rate guard and the deadline controller)."""
+    rows = []
+    for members, rate in model.settings:
+        model.set_mode(members, rate)
+        measured = measure(model, test_set.batches(500), total=len(test_set), progress=progress,
+                           desc=f"measure m{members},r{rate}")  # fmt: skip
+        rows.append({"members": members, "rate": rate, **measured.summary(),
+                     "clean_payload": measured.payload_stats()})  # fmt: skip
+    model.set_mode(*model.largest)
+    return rows
+
+
+def run_slimmable(
+    arch: str,
+    prior: str,
+    config: SlimmableConfig,
+    train_set: ImageSet,
+    test_set: ImageSet,
+    out: Path,
+    *,
+    teacher_path: Path | None = None,
+    progress: bool = True,
+) -> tuple[Path, list[dict]]:
+    """Train a slimmable ``arch``/``prior`` head, measure every setting, save it; returns
+    (path, per-setting rows). Top-level metrics are the largest setting's."""
+    teacher = load_teacher(teacher_path, arch)
+    torch.manual_seed(config.seed)
+    model = build_model(arch, prior, members=4)
+    student_from_teacher(model, teacher)
+    logs = train_slimmable(model, train_set, config, progress=progress)
+    rows = measure_settings(model, test_set, progress=progress)
+    largest = rows[-1]
+    metrics = {k: largest[k] for k in ("top1", "est_bytes", "payload_bytes", "packet_bytes", "n")}
+    path = save_checkpoint(
+        model, out / slimmable_name(arch, prior), recipe="slimmable", beta=config.betas[-1],
+        dataset=test_set.name, metrics=metrics, clean_payload=largest["clean_payload"],
+        settings=rows, train=config_dict(config) | {"epochs": logs,
+                                                    "teacher": f"{arch}-uncut"},
+        measured_on={"dataset": test_set.name, "split": test_set.split, "n": largest["n"]},
+    )  # fmt: skip
+    return path, rows
