@@ -148,3 +148,20 @@ def test_sandwich_terms_distil_from_the_largest_and_leave_the_mode_largest():
     for member in model.encoder.members:  # the smallest setting reaches member 0 only, the
         assert member[0].weight.grad is not None  # largest every member
     model.eval()
+
+
+def test_campaigns_address_each_setting_as_a_model(slim, tmp_path):
+    from entroguard.campaign.models import resolve_models
+    from entroguard.train.checkpoint import save_checkpoint
+
+    rows = [{"members": m, "rate": r} for m, r in slim.settings]
+    save_checkpoint(slim, tmp_path / "resnet_s-slim-x", recipe="slimmable", settings=rows)
+    refs = resolve_models("zoo:slimmable", tmp_path)
+    assert [ref.name for ref in refs][:2] == ["resnet_s-slim-x@m1,r0", "resnet_s-slim-x@m1,r1"]
+    assert len(refs) == 16 and refs[5].load().mode == (2, 1)
+    (ref,) = resolve_models(["resnet_s-slim-x@m3,r2"], tmp_path)
+    assert ref.setting == (3, 2) and ref.load().mode == (3, 2)
+    (bad,) = resolve_models(["resnet_s-slim-x@m9,r0"], tmp_path)
+    with pytest.raises(InputError, match="not one this model was trained for"):
+        bad.load()
+    assert len(resolve_models("zoo:all", tmp_path)) == 1

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 def load(name_or_path: str | Path) -> SplitClassifier:
     """A shipped zoo model by name (``"resnet_s-mshp-beta0.01"``) or a checkpoint by path,
-    ready to code (eval mode, coder tables loaded, fingerprint checked).
+    ready to code (eval mode, coder tables loaded, fingerprint checked). A slimmable model's
+    name may end in a setting, ``"resnet_s-slim-mshp@m2,r1"`` (members, rate).
 
     Raises ``CheckpointError`` naming the closest zoo models when ``name_or_path`` is neither.
 
@@ -26,15 +27,17 @@ def load(name_or_path: str | Path) -> SplitClassifier:
     import difflib
 
     from entroguard.errors import CheckpointError
+    from entroguard.models.slimmable import apply_setting, split_setting_name
     from entroguard.train.checkpoint import checkpoint_paths, load_checkpoint
     from entroguard.train.zoo import list_zoo
 
     zoo = {row["name"]: row["path"] for row in list_zoo()}
-    key = str(name_or_path)
-    if key in zoo:
-        return load_checkpoint(zoo[key])
-    if checkpoint_paths(key)[1].is_file():
-        return load_checkpoint(key)
+    key, setting = split_setting_name(str(name_or_path))
+    for candidate in (zoo.get(key), key):
+        if candidate is not None and checkpoint_paths(candidate)[1].is_file():
+            model = load_checkpoint(candidate)
+            apply_setting(model, setting, key)
+            return model
     close = difflib.get_close_matches(key, zoo, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else "; `entroguard zoo` lists them"
     raise CheckpointError(f"{key!r} is neither a zoo model nor a checkpoint path{hint}")

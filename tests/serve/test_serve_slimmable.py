@@ -31,3 +31,22 @@ def test_a_server_decodes_any_setting_and_refuses_an_untrained_one():
         reply = httpx.post(f"{url}/v1/infer", content=forged,
                            headers=OCTET)  # fmt: skip
         assert reply.status_code == 400 and "bad_setting" in reply.text
+
+
+def test_the_guard_judges_each_packet_against_its_own_setting():
+    from entroguard.serve.guard import GuardConfig
+
+    model = slim_model("fp")
+    images = seeded_images(16, seed=6)
+    model.set_mode(1, 0)
+    small_stats = stats_of(model, images)
+    small = model.to_packets(images[:1])[0]
+    model.set_mode(4, 3)
+    large_stats = stats_of(model, images)
+    tight = dict(small_stats, mean=1.0, std=0.0, max=1,
+                    quantiles={k: 1.0 for k in small_stats["quantiles"]})  # fmt: skip
+    config = GuardConfig(mode="refuse", cusum=False)
+    for per_setting, status in (({}, 200), ({(1, 0): tight}, 422)):
+        with live_app(model, large_stats, config, setting_stats=per_setting) as (url, _):
+            reply = httpx.post(f"{url}/v1/infer", content=small, headers=OCTET)
+            assert reply.status_code == status, reply.text

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from entroguard.errors import CheckpointError
 from entroguard.models import SplitClassifier
+from entroguard.models.slimmable import apply_setting, setting_name, split_setting_name
 from entroguard.train.checkpoint import checkpoint_paths, load_checkpoint, read_metadata
 from entroguard.train.zoo import ZOO_SELECTORS, list_zoo
 
@@ -20,9 +21,12 @@ class ModelRef:
     arch: str
     prior: str
     beta: float | None
+    setting: tuple[int, int] | None = None
 
     def load(self) -> SplitClassifier:
-        return load_checkpoint(self.path)
+        model = load_checkpoint(self.path)
+        apply_setting(model, self.setting, self.name)
+        return model
 
     def info(self) -> dict:
         return {"arch": self.arch, "prior": self.prior, "beta": self.beta}
@@ -30,21 +34,17 @@ class ModelRef:
 
 def resolve_models(models: str | list[str], zoo_dir: str | Path | None = None) -> list[ModelRef]:
     """``"zoo"`` (the default zoo: every shipped entropic student), ``"zoo:bottlefit"``,
-    ``"zoo:all"``, or a list of zoo names and checkpoint paths."""
+    ``"zoo:slimmable"`` (every setting of every slimmable model), ``"zoo:all"``, or a list of
+    zoo names and checkpoint paths, each optionally at a setting (``NAME@m2,r1``)."""
     zoo = {r["name"]: r for r in list_zoo(zoo_dir)}
-    if isinstance(models, str) and models in ZOO_SELECTORS:
-        recipe = ZOO_SELECTORS[models]
-        names: list[str] = [n for n, r in zoo.items() if recipe in (None, r["recipe"])]
-        if not names:
-            raise CheckpointError(f"no {models} models are shipped: train them with "
-                                  "`entroguard train --zoo` (or --recipe bottlefit)")  # fmt: skip
-    else:
-        names = list(models)
+    names = _selected_names(models, zoo) if isinstance(models, str) else list(models)
     refs = []
-    for entry in names:
+    for name in names:
+        entry, setting = split_setting_name(name)
         if entry in zoo:
             r = zoo[entry]
-            refs.append(ModelRef(entry, Path(r["path"]), r["arch"], r["prior"], r["beta"]))
+            refs.append(ModelRef(name, Path(r["path"]), r["arch"], r["prior"], r["beta"],
+                                 setting))  # fmt: skip
             continue
         weights, meta_path = checkpoint_paths(entry)
         if not meta_path.exists():
@@ -54,13 +54,29 @@ def resolve_models(models: str | list[str], zoo_dir: str | Path | None = None) -
             )
         meta = read_metadata(meta_path)
         spec = meta["spec"]
-        refs.append(
-            ModelRef(
-                weights.name[: -len(".safetensors")],
-                weights,
-                spec["arch"],
-                spec["prior"],
-                meta.get("beta"),
-            )  # fmt: skip
-        )
+        stem = weights.name[: -len(".safetensors")]
+        refs.append(ModelRef(setting_name(stem, setting) if setting else stem, weights,
+                             spec["arch"], spec["prior"], meta.get("beta"), setting))  # fmt: skip
     return refs
+
+
+def _selected_names(selector: str, zoo: dict[str, dict]) -> list[str]:
+    """The zoo names a ``models`` keyword selects; slimmable models at every setting."""
+    if selector not in ZOO_SELECTORS:
+        return [selector]
+    recipe = ZOO_SELECTORS[selector]
+    names: list[str] = []
+    for name, row in zoo.items():
+        if recipe not in (None, row["recipe"]):
+            continue
+        if recipe == "slimmable":
+            meta = read_metadata(row["path"])
+            names += [setting_name(name, (s["members"], s["rate"])) for s in meta["settings"]]
+        else:
+            names.append(name)
+    if not names:
+        raise CheckpointError(
+            f"no {selector} models are shipped: train them with `entroguard train --zoo` "
+            "(or --recipe bottlefit or slimmable)"
+        )
+    return names

@@ -128,3 +128,37 @@ def parse_setting_suffix(text: str) -> tuple[int, int]:
         raise InputError(
             f"bad setting {text!r}: write it as m<members>,r<rate>, e.g. resnet_s-slim-mshp@m2,r1"
         ) from None
+
+
+SETTING_MARK = "@"
+"""Separates a model name from a setting: ``resnet_s-slim-mshp@m2,r1``."""
+
+
+def split_setting_name(name: str) -> tuple[str, tuple[int, int] | None]:
+    """``"resnet_s-slim-mshp@m2,r1"`` -> ``("resnet_s-slim-mshp", (2, 1))``; no mark: None."""
+    base, mark, suffix = str(name).partition(SETTING_MARK)
+    return (base, parse_setting_suffix(suffix)) if mark else (base, None)
+
+
+def setting_name(base: str, setting: tuple[int, int]) -> str:
+    """The name of ``base`` at ``setting``: ``resnet_s-slim-mshp@m2,r1``."""
+    return f"{base}{SETTING_MARK}m{setting[0]},r{setting[1]}"
+
+
+def apply_setting(model: SplitClassifier, setting: tuple[int, int] | None, name: str) -> None:
+    """Put a loaded model at ``setting`` (None: leave it); ``InputError`` for a plain model."""
+    if setting is None:
+        return
+    if not isinstance(model, SlimmableSplitClassifier):
+        raise InputError(f"{name}: only slimmable models take a setting ({SETTING_MARK}m<members>"
+                         ",r<rate>); drop it for this model")  # fmt: skip
+    model.set_mode(*setting)
+
+
+def setting_clean_stats(metadata: dict) -> dict[tuple[int, int], dict]:
+    """Each setting's clean payload statistics from a slimmable checkpoint's metadata."""
+    return {
+        (int(row["members"]), int(row["rate"])): row["clean_payload"]
+        for row in metadata.get("settings", [])
+        if "clean_payload" in row
+    }

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import anyio
@@ -104,6 +104,7 @@ def create_app(
     guard_config: GuardConfig | None = None,
     *,
     clean_stats: dict | None = None,
+    setting_stats: Mapping[tuple[int, int], dict] | None = None,
     model_name: str | None = None,
     classes: Sequence[str] | None = None,
     limits: ServeLimits | None = None,
@@ -118,6 +119,9 @@ def create_app(
             (defaults: :class:`GuardConfig`).
         clean_stats: the model's clean payload statistics (checkpoint ``clean_payload``);
             required unless the guard mode is ``"off"``.
+        setting_stats: a slimmable model's clean statistics per setting ``(members, rate)``
+            (checkpoint ``settings``): each packet is judged against its own setting's;
+            settings without them use ``clean_stats``.
         model_name: shown in answers and metrics (default: the architecture and prior).
         classes: class names, index = class id.
         limits: resource bounds (:class:`ServeLimits`).
@@ -150,6 +154,7 @@ def create_app(
         classes=classes,
         max_packet_bytes=limits.max_packet_bytes,
         sequential=cusums,
+        setting_guards={k: RateGuard(v, guard_config) for k, v in (setting_stats or {}).items()},
     )
     budgets = ClientBudgets(
         guard_config.budget_bytes_per_s,

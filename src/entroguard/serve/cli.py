@@ -155,6 +155,8 @@ def serve_command(
             model_threads=model_threads,
             trust_client_id=trust_client_id,
         )
+        from entroguard.models.slimmable import setting_clean_stats
+
         served = load_served_model(model, zoo_dir)
         stats = None if guard_mode == "off" else clean_stats_for(served, dataset=dataset)
         RateGuard(stats, guard_config)  # fail early on a bad quantile
@@ -162,6 +164,7 @@ def serve_command(
             served.model,
             guard_config,
             clean_stats=stats,
+            setting_stats=setting_clean_stats(served.metadata) if stats is not None else None,
             model_name=served.name,
             classes=served.classes,
             limits=limits,

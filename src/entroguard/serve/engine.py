@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -66,9 +66,11 @@ class TailEngine:
         max_packet_bytes: int = 1 << 20,
         model_lock: bool = True,
         sequential: ClientCusums | None = None,
+        setting_guards: Mapping[tuple[int, int], RateGuard] | None = None,
     ) -> None:
         self.model = model.eval()
         self.guard = guard
+        self.setting_guards = dict(setting_guards or {})
         self.sequential = sequential
         k = model.spec.num_classes
         self.classes = list(classes) if classes is not None else [str(i) for i in range(k)]
@@ -102,7 +104,11 @@ class TailEngine:
         packets leaves the alarm); in ``refuse`` mode the request is refused if the client is
         in alarm after any of its packets.
         """
-        decisions = [self.guard.score(n) for n in encoded.payload_bytes()]
+        settings = encoded.settings or [None] * len(encoded.strings)
+        decisions = [
+            self.setting_guards.get(setting, self.guard).score(n)
+            for n, setting in zip(encoded.payload_bytes(), settings, strict=True)
+        ]
         if self.sequential is not None and client is not None:
             steps = self.sequential.update(client, [d.z for d in decisions])
             decisions = [

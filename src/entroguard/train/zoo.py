@@ -39,9 +39,11 @@ PACKAGED_ZOO = Path(__file__).resolve().parent.parent / "zoo_weights"
 ZOO_SELECTORS: dict[str, str | None] = {
     "zoo": "entropic_student",
     "zoo:bottlefit": "bottlefit",
+    "zoo:slimmable": "slimmable",
     "zoo:all": None,
 }
-"""Campaign ``models`` keywords: the default zoo (entropic students), BottleFit's, or all."""
+"""Campaign ``models`` keywords: the default zoo (entropic students), BottleFit's, the
+slimmable heads (every setting), or all (slimmable heads at their largest setting)."""
 
 
 @dataclass(frozen=True)
