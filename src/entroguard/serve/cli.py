@@ -19,7 +19,7 @@ from typing import Annotated
 
 import typer
 
-from entroguard.errors import EntroguardError
+from entroguard.errors import EntroguardError, InputError
 from entroguard.serve.body import DEFAULT_MAX_BODY_BYTES
 from entroguard.serve.framing import DEFAULT_MAX_BATCH
 from entroguard.serve.guard import (
@@ -242,11 +242,35 @@ def edge_command(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write every record and the summary as JSON.")
     ] = None,
+    deadline_ms: Annotated[
+        float | None,
+        typer.Option(
+            help="Slimmable heads: pick the setting per request to meet this deadline "
+            "(ms), and compare with fixed settings."
+        ),  # fmt: skip
+    ] = None,
+    link_trace: Annotated[
+        str | None,
+        typer.Option(
+            help="With --deadline-ms: simulate the uplink, Mbit/s per request, "
+            "comma-separated and cycled (default: the real network)."
+        ),  # fmt: skip
+    ] = None,
+    rtt_ms: Annotated[float, typer.Option(help="With --link-trace: round-trip time, ms.")] = 0.0,
 ) -> None:
-    """Encode images with the head on this device, send them to a server, and report."""
+    """Encode images with the head on this device, send them to a server, and report.
+
+    With --deadline-ms and a slimmable model the edge chooses each request's setting from an
+    EWMA of the measured bandwidth (see entroguard.serve.deadline) and compares deadline hits,
+    accuracy and bytes with fixed settings over the same link.
+    """
     import json
     import time
 
+    if deadline_ms is not None:
+        _deadline_edge(inputs, model, server, zoo_dir, limit, deadline_ms, link_trace, rtt_ms,
+                       json_out)  # fmt: skip
+        return
     try:
         from tqdm.auto import tqdm
 
@@ -301,4 +325,59 @@ def edge_command(
             "records": [r.to_dict() for r in records],
         }
         json_out.write_text(json.dumps(payload, indent=2) + "\n")
+        typer.echo(f"wrote {json_out}")
+
+
+def _deadline_edge(inputs, model, server, zoo_dir, limit, deadline_ms, link_trace, rtt_ms,
+                   json_out) -> None:  # fmt: skip
+    """``entroguard edge --deadline-ms``: adaptive against fixed settings, one table."""
+    import json
+
+    try:
+        from entroguard.models.slimmable import SlimmableSplitClassifier
+        from entroguard.serve.client import EdgeClient
+        from entroguard.serve.deadline import (
+            compare_on_trace,
+            measure_device_ms,
+            setting_profiles,
+        )
+        from entroguard.serve.edge import check_same_model
+        from entroguard.serve.inputs import InputSource
+        from entroguard.serve.resolve import load_served_model
+
+        served = load_served_model(model, zoo_dir)
+        head = served.model
+        if not isinstance(head, SlimmableSplitClassifier):
+            raise InputError(f"--deadline-ms needs a slimmable model; {served.name} has one "
+                             "setting (entroguard zoo lists the -slim- models)")  # fmt: skip
+        trace = [float(v) for v in link_trace.split(",")] if link_trace else None
+        dataset = served.metadata.get("dataset")
+        source = InputSource(inputs, head.spec.input_size, default_dataset=dataset, limit=limit)
+        batches = list(source.batches(len(source)))
+        images, labels = batches[0].images, batches[0].labels
+        with EdgeClient(server, retries=0) as client:
+            check_same_model(head, client)
+        profiles = setting_profiles(head, served.metadata, measure_device_ms(head, images[:1]))
+        members = head.largest[0]
+        fixed = [(members, r) for r in range(head.codec.settings)] + [head.settings[0]]
+        rows = compare_on_trace(head, profiles, server, images,
+                                None if any(v is None for v in labels) else labels,
+                                deadline_ms=deadline_ms, trace_mbps=trace, rtt_ms=rtt_ms,
+                                fixed=fixed)  # fmt: skip
+    except (EntroguardError, ValueError) as exc:
+        _fail(exc)
+        return
+    from entroguard.report.table import format_table
+
+    table = [{"policy": r["policy"], "deadline hits %": round(100 * r["deadline_hits"], 1),
+              "accuracy %": None if r["accuracy"] is None else round(100 * r["accuracy"], 2),
+              "packet B": round(r["packet_bytes"], 1), "mean ms": round(r["mean_total_ms"], 1)}
+             for r in rows]  # fmt: skip
+    typer.echo(format_table(table, list(table[0])))
+    typer.echo(f"adaptive settings used: {rows[0]['settings_used']}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps({"model": served.name, "deadline_ms": deadline_ms,
+                                        "trace_mbps": trace, "rtt_ms": rtt_ms, "policies": rows},
+                                       indent=2) + "\n")  # fmt: skip
         typer.echo(f"wrote {json_out}")
