@@ -21,7 +21,14 @@ def test_demo_writes_every_condition_and_the_report(tmp_path):
         rows = list(csv.DictReader(f))
     # 24 models x (clean + 19 x 5 corruptions + 3 attacks x 5 budgets, clean and rate_pgd
     # eps 8 also behind the 5 defences) + 3 adaptive attacks on the 6 beta-0.01 models
-    assert len(rows) == 24 * (1 + 95 + 15 + 2 * 5) + 6 * 3
+    # + 3 slice models x (clean behind the 6 defences, 19 corruptions, rate_pgd eps 8 and 32)
+    assert len(rows) == 24 * (1 + 95 + 15 + 2 * 5) + 6 * 3 + 3 * (6 + 19 + 2)
+    slices = {r["model"] for r in rows if "bottlefit" in r["model"] or "@" in r["model"]}
+    assert slices == {"resnet_s-q8-c2-bottlefit", "resnet_s-slim-mshp@m1,r0",
+                      "resnet_s-slim-mshp@m4,r3"}  # fmt: skip
+    q8 = [r for r in rows if r["model"] == "resnet_s-q8-c2-bottlefit"]
+    q8_attacked = {r["payload_bytes"] for r in q8 if r["threat"] == "rate_pgd"}
+    assert len(q8_attacked) == 1, "a fixed-rate payload cannot grow under the rate attack"
     names = {d if isinstance(d, str) else next(iter(d)) for d in DEMO_DEFENSES}
     assert {r["defense"] for r in rows} == names
     adaptive = [r for r in rows if r["threat"] in ("rate_lowfreq", "rate_region",
@@ -33,4 +40,5 @@ def test_demo_writes_every_condition_and_the_report(tmp_path):
     assert "Corruptions" in html and "Attacks" in html and "data:image/png;base64" in html
     assert "Adaptive attacks" in html and "How threats move energy between DCT bands" in html
     assert (out / "analysis" / "analysis.json").is_file()
+    assert (out / "plan" / "plan.json").is_file() and "Where splitting pays off" in html
     assert "resnet_s-fp-beta0.01" in done.stdout  # the clean table is printed

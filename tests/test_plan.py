@@ -71,3 +71,16 @@ def test_plan_command_prints_the_design_fields():
         assert r["latency_ms"] > 0 and r["device_energy_mj"] > 0
     split = next(r for r in rows if r["option"] == "split")
     assert 100 < split["upload_bytes"] < 140  # the model's packets (header + payload)
+
+
+def test_a_written_plan_becomes_a_report_section(tmp_path):
+    from entroguard.plan.record import plan_record, read_plan, write_plan
+    from entroguard.report.plan_section import plan_section
+
+    path = write_plan(tmp_path / "plan", plan_record("toy", COSTS, PARAMS))
+    record = read_plan(path.parent)
+    assert record["model"] == "toy" and len(record["rows"]) == 9
+    html = plan_section(record)
+    assert "data:image/png;base64," in html and "fastest changes from" in html
+    assert "device 50.00 ms" in html
+    assert "No plan in this folder" in plan_section(read_plan(tmp_path / "nowhere"))

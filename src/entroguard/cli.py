@@ -269,14 +269,20 @@ def demo(
     import time
 
     from entroguard.campaign import run_campaign
-    from entroguard.campaign.demo import demo_config, print_summary, write_demo_analysis
+    from entroguard.campaign.demo import (
+        demo_config,
+        print_summary,
+        write_demo_analysis,
+        write_demo_plan,
+    )
 
     t0 = time.perf_counter()
     try:
-        cfg = demo_config(n_images)
+        cfg = demo_config(n_images, zoo_dir)
         run_campaign(cfg, out, zoo_dir=zoo_dir, workers=workers)
         print_summary(out)
         write_demo_analysis(out, cfg.n_images, zoo_dir)
+        write_demo_plan(out, zoo_dir)
     except (EntroguardError, ValueError) as exc:
         _fail(exc)
     _write_report(out)
@@ -378,6 +384,10 @@ def plan(
     bandwidths: Annotated[
         str, typer.Option(help="Comma-separated uplink bandwidths (Mbit/s).")
     ] = "0.1,0.2,0.5,1,2,5,10,20,50,100",
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Also write OUT/plan.json (a campaign's OUT/plan goes in its report)."),
+    ] = None,
 ) -> None:
     """Where splitting pays off: latency and device energy of local computing, offloading the
     image (PNG, JPEG q90) and split computing, over bandwidths, measured on this machine (one
@@ -398,6 +408,10 @@ def plan(
     except (EntroguardError, ValueError) as exc:
         _fail(exc)
     rows = [r | {"model": ref.name} for r in plan_rows(costs, params)]
+    if out is not None:
+        from entroguard.plan.record import plan_record, write_plan
+
+        typer.echo(f"wrote {write_plan(out, plan_record(ref.name, costs, params))}", err=as_json)
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
         return

@@ -1,5 +1,7 @@
 """The demo campaign: the default zoo under all 19 corruptions x 5 severities and the attacks;
-every defence on clean and rate-attacked inputs; the adaptive attacks behind object_tv."""
+every defence on clean and rate-attacked inputs; the adaptive attacks behind object_tv; light
+slices of BottleFit's fixed-rate bottleneck and of a slimmable head (their full grids are the
+campaigns in ``examples/``); where splitting pays off for one model."""
 
 from __future__ import annotations
 
@@ -21,7 +23,18 @@ DEMO_DEFENSES = ["none", {"object_tv": OBJECT_TV_DEPLOYED}, "tv", "lowpass", "jp
 ANALYSIS_MODEL = "resnet_s-mshp-beta0.01"
 
 #: The models the adaptive attacks run on (the most costly attacks: one model per arch/prior).
-ADAPTIVE_MODELS = ["*-beta0.01"]
+ADAPTIVE_MODELS = ["*-fp-beta0.01", "*-mshp-beta0.01"]
+
+#: The default zoo's entropic students (the full grid runs on them).
+ENTROPIC = ["*-fp-beta*", "*-mshp-beta*"]
+
+#: The slices: a q8 BottleFit model and a slimmable head at its smallest and largest settings,
+#: measured clean, under the 19 corruptions at severity 3 and under rate_pgd (shipped ones only).
+SLICE_MODELS = ["resnet_s-q8-c2-bottlefit", "resnet_s-slim-mshp@m1,r0",
+                "resnet_s-slim-mshp@m4,r3"]  # fmt: skip
+
+#: Test images the plan times (medians).
+PLAN_IMAGES = 50
 
 DEMO = {
     "dataset": "fashion-mnist",
@@ -32,11 +45,37 @@ DEMO = {
     "defenses": DEMO_DEFENSES,
     "threats": [
         "clean",  # behind every defence: what each costs when nobody attacks
-        {"corruption": "all", "severities": [1, 2, 3, 4, 5], "defenses": ["none"]},
-        {"attack": "noise", "eps": [2, 4, 8, 16, 32], "defenses": ["none"]},
-        {"attack": "rate_pgd", "eps": [2, 4, 16, 32], "n_images": 32, "defenses": ["none"]},
-        {"attack": "rate_pgd", "eps": [8], "n_images": 32},  # behind every defence
-        {"attack": "clf_pgd", "eps": [2, 4, 8, 16, 32], "n_images": 32, "defenses": ["none"]},
+        {
+            "corruption": "all",
+            "severities": [1, 2, 3, 4, 5],
+            "defenses": ["none"],
+            "models": ENTROPIC,
+        },
+        {"attack": "noise", "eps": [2, 4, 8, 16, 32], "defenses": ["none"], "models": ENTROPIC},
+        {
+            "attack": "rate_pgd",
+            "eps": [2, 4, 16, 32],
+            "n_images": 32,
+            "defenses": ["none"],
+            "models": ENTROPIC,
+        },
+        {"attack": "rate_pgd", "eps": [8], "n_images": 32, "models": ENTROPIC},  # every defence
+        {
+            "attack": "clf_pgd",
+            "eps": [2, 4, 8, 16, 32],
+            "n_images": 32,
+            "defenses": ["none"],
+            "models": ENTROPIC,
+        },
+        # the slices of the newer systems
+        {"corruption": "all", "severities": [3], "defenses": ["none"], "models": SLICE_MODELS},
+        {
+            "attack": "rate_pgd",
+            "eps": [8, 32],
+            "n_images": 32,
+            "defenses": ["none"],
+            "models": SLICE_MODELS,
+        },
         # adaptive attacks, each measured behind object_tv (the defence they adapt to)
         {"attack": "rate_lowfreq", "eps": [8], "n_images": 32, "models": ADAPTIVE_MODELS},
         {"attack": "rate_region", "eps": [8], "n_images": 32, "models": ADAPTIVE_MODELS},
@@ -45,12 +84,35 @@ DEMO = {
 }
 
 
-def demo_config(n_images: int | None = None) -> CampaignConfig:
-    """The demo grid (``n_images`` overrides the number of test images)."""
-    cfg = parse_config(DEMO, "demo")
+def demo_config(n_images: int | None = None, zoo_dir: str | Path | None = None) -> CampaignConfig:
+    """The demo grid (``n_images`` overrides the number of test images): the entropic zoo of
+    ``zoo_dir`` (default: the shipped one) and the slice models it holds."""
+    from entroguard.models.slimmable import split_setting_name
+    from entroguard.train.zoo import list_zoo
+
+    rows = list_zoo(zoo_dir)
+    shipped = {row["name"] for row in rows}
+    entropic = [row["name"] for row in rows if row["recipe"] == "entropic_student"]
+    slices = [m for m in SLICE_MODELS if split_setting_name(m)[0] in shipped]
+    cfg = parse_config(DEMO | {"models": entropic + slices}, "demo")
     if n_images is not None:
         cfg.n_images = n_images
     return cfg
+
+
+def write_demo_plan(out: str | Path, zoo_dir: str | Path | None = None) -> Path:
+    """Where splitting pays off for :data:`ANALYSIS_MODEL`, into ``out/plan`` (the report's
+    section), timed on :data:`PLAN_IMAGES` test images with the default parameters."""
+    from entroguard.campaign.models import resolve_models
+    from entroguard.data import load_dataset
+    from entroguard.plan.costs import PlanParameters
+    from entroguard.plan.record import plan_record, write_plan
+    from entroguard.plan.timing import measure_costs
+
+    ref = resolve_models([ANALYSIS_MODEL], zoo_dir)[0]
+    images = load_dataset("fashion-mnist", "test").to_float(slice(0, PLAN_IMAGES))
+    costs = measure_costs(ref.load(), images)
+    return write_plan(Path(out) / "plan", plan_record(ref.name, costs, PlanParameters()))
 
 
 def print_summary(out: str | Path) -> None:

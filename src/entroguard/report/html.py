@@ -46,6 +46,7 @@ from entroguard.report.page import (
     table,
     top1_cell,
 )
+from entroguard.report.plan_section import load_plan, plan_section
 
 REPORT_NAME = "report.html"
 
@@ -85,6 +86,7 @@ def write_report(out_dir: str | Path) -> Path:
             title=f"entroguard report: {out_dir.resolve().name}",
             finished=(min(finished), max(finished)),
             analysis=load_analysis(out_dir),
+            plan=load_plan(out_dir),
         )
     path = out_dir / REPORT_NAME
     tmp = path.with_name(f".{REPORT_NAME}.{os.getpid()}.tmp")
@@ -101,9 +103,11 @@ def build_html(
     title: str = "entroguard report",
     finished: tuple[float, float] | None = None,
     analysis: Analysis | None = None,
+    plan: dict | None = None,
 ) -> str:
     """The report's HTML for ``results`` (``finished``: first and last measurement, epoch s;
-    ``analysis``: ``entroguard analyze``'s output for the "Where the bits go" section)."""
+    ``analysis``: ``entroguard analyze``'s output for the "Where the bits go" section;
+    ``plan``: ``entroguard plan``'s record for "Where splitting pays off")."""
     builders: list[tuple[str, str, Callable[[Results], str]]] = [
         ("run", "What was run", _run_section),
         ("clean", "Clean baseline", _clean_section),
@@ -115,6 +119,7 @@ def build_html(
     ]
     sections = [(anchor, name, build(results)) for anchor, name, build in builders]
     sections.append(("bits", "Where the bits go", analysis_section(analysis)))
+    sections.append(("plan", "Where splitting pays off", plan_section(plan)))
     sub = _subtitle(results, finished)
     header = f"<h1>{escape(title)}</h1><p class=sub>{sub}</p>{_findings(results)}"
     footer = (
