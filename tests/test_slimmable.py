@@ -165,3 +165,22 @@ def test_campaigns_address_each_setting_as_a_model(slim, tmp_path):
     with pytest.raises(InputError, match="not one this model was trained for"):
         bad.load()
     assert len(resolve_models("zoo:all", tmp_path)) == 1
+
+
+def test_a_warm_start_copies_the_source_into_every_member_and_rate():
+    from entroguard.train.recipes.slimmable import warm_start
+
+    torch.manual_seed(1)
+    source = build_model("resnet_s", "mshp").eval()
+    source.prepare_coding()
+    head = build_model("resnet_s", "mshp", members=4).eval()
+    warm_start(head, source)
+    head.prepare_coding()
+    x = seeded_images(3, seed=11)
+    head.set_mode(1, 3)  # gain 1 at the last rate: the source exactly
+    assert head.compress(x).strings == source.compress(x).strings
+    assert torch.equal(head.analyze(x), source.analyze(x))
+    head.set_mode(4, 3)
+    torch.testing.assert_close(head.analyze(x), source.analyze(x))
+    with pytest.raises(ValueError, match="another shape"):
+        warm_start(build_model("resnet_s", "mshp", members=4, latent_channels=8), source)

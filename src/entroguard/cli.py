@@ -71,7 +71,8 @@ def train(
     --recipe bottlefit trains a bottleneck of --channels channels (--prior q8, fp or mshp; beta
     adds the rate in stage 2 for fp/mshp) from the uncut teacher of --arch (the shipped one, or
     --teacher); --recipe uncut trains that teacher (--epochs); --recipe slimmable trains one
-    head with 4 encoder members and 4 rate settings (--prior fp or mshp, --epochs).
+    head with 4 encoder members and 4 rate settings (--prior fp or mshp, --epochs), warm-started
+    from --teacher (default: the zoo's model of --arch and --prior at beta 0.01).
     """
     try:
         from entroguard.data import load_dataset
@@ -141,7 +142,7 @@ def _train_slimmable(arch: str, o: dict, train_set, test_set, out: Path) -> None
         raise typer.BadParameter("--recipe slimmable needs --prior fp or mshp")
     config = SlimmableConfig(epochs=max(1, round(o["epochs"])), seed=o["seed"])
     path, rows = run_slimmable(arch, o["prior"], config, train_set, test_set, out,
-                               teacher_path=o["teacher"])  # fmt: skip
+                               warm_from=o["teacher"])  # fmt: skip
     for row in rows:
         typer.echo(f"m{row['members']},r{row['rate']}: top1 {row['top1']:.4f}, "
                    f"payload {row['payload_bytes']:.1f} B")  # fmt: skip

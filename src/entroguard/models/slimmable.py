@@ -26,7 +26,7 @@ from entroguard.errors import InputError, ModelMismatchError
 from entroguard.models.split import EncodedBatch, SplitClassifier
 from entroguard.packet import Packet, PacketError
 
-SLIM_OPTIONS = {"members": 4, "rate_settings": 4, "member_hidden": 16}
+SLIM_OPTIONS = {"members": 4, "rate_settings": 4, "member_hidden": 32}
 """Options a slimmable head adds to its architecture's (members, rate settings, member width)."""
 
 

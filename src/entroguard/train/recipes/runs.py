@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from entroguard.campaign.models import resolve_models
 from entroguard.data.imageset import ImageSet
 from entroguard.measure import measure
 from entroguard.models import build_model
@@ -21,7 +22,12 @@ from entroguard.train.recipes.bottlefit import (
     student_from_teacher,
     train_bottlefit,
 )
-from entroguard.train.recipes.slimmable import SlimmableConfig, config_dict, train_slimmable
+from entroguard.train.recipes.slimmable import (
+    SlimmableConfig,
+    config_dict,
+    train_slimmable,
+    warm_start,
+)
 from entroguard.train.teacher import (
     TeacherConfig,
     load_teacher,
@@ -124,15 +130,19 @@ def run_slimmable(
     test_set: ImageSet,
     out: Path,
     *,
-    teacher_path: Path | None = None,
+    warm_from: str | Path | None = None,
     progress: bool = True,
 ) -> tuple[Path, list[dict]]:
-    """Train a slimmable ``arch``/``prior`` head, measure every setting, save it; returns
-    (path, per-setting rows). Top-level metrics are the largest setting's."""
-    teacher = load_teacher(teacher_path, arch)
+    """Train a slimmable ``arch``/``prior`` head warm-started from ``warm_from`` (a checkpoint
+    path or zoo name; default: the zoo's ``arch``/``prior`` model at the smallest beta), measure
+    every setting, save it; returns (path, per-setting rows). Top-level metrics are the largest
+    setting's."""
+    warm_from = warm_from or f"{arch}-{prior}-beta{min(config.betas):g}"
+    source = resolve_models([str(warm_from)])[0].load()
     torch.manual_seed(config.seed)
-    model = build_model(arch, prior, members=4)
-    student_from_teacher(model, teacher)
+    opts = source.spec.options
+    model = build_model(arch, prior, members=4, member_hidden=opts["hidden"], **opts)
+    warm_start(model, source)
     logs = train_slimmable(model, train_set, config, progress=progress)
     rows = measure_settings(model, test_set, progress=progress)
     largest = rows[-1]
@@ -141,7 +151,7 @@ def run_slimmable(
         model, out / slimmable_name(arch, prior), recipe="slimmable", beta=config.betas[-1],
         dataset=test_set.name, metrics=metrics, clean_payload=largest["clean_payload"],
         settings=rows, train=config_dict(config) | {"epochs": logs,
-                                                    "teacher": f"{arch}-uncut"},
+                                                    "warm_start": str(warm_from)},
         measured_on={"dataset": test_set.name, "split": test_set.split, "n": largest["n"]},
     )  # fmt: skip
     return path, rows
