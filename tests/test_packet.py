@@ -76,7 +76,7 @@ def _reason(data, **kw) -> str:
 def test_constants():
     assert (
         VERSION == 2
-        and READABLE_VERSIONS == (1, 2, 3)
+        and READABLE_VERSIONS == (1, 2, 3, 4)
         and MAGIC == b"EG"
         and MAX_LATENT_SIDE == 4096
     )
@@ -278,7 +278,7 @@ def test_reason_bad_magic():
     assert _reason(b"\x89PNG\r\n\x1a\n" + bytes(50)) == "bad_magic"
 
 
-@pytest.mark.parametrize("version", [0, 4, 15])
+@pytest.mark.parametrize("version", [0, 5, 15])
 def test_reason_bad_version(version):
     assert _reason(_raw(b"\x08\x08\x00", version=version)) == "bad_version"
     assert _reason(_raw(b"", version=version)[:3]) == "bad_version"
@@ -453,7 +453,9 @@ def test_fuzz_mutated_packets(p, mutations, reseal, as_bytearray):
 @pytest.mark.parametrize("version", READABLE_VERSIONS)
 def test_every_readable_version_round_trips(version):
     setting = (3, 1) if version == 3 else None
-    p = Packet("mshp", FP, (8, 8), (b"\x00" * 12,), version=version, setting=setting)
+    keyed = (b"n" * 8, b"t" * 4) if version == 4 else None
+    p = Packet("mshp", FP, (8, 8), (b"\x00" * 12,), version=version, setting=setting,
+               keyed=keyed)  # fmt: skip
     data = p.to_bytes()
     assert data[2] >> 4 == version
     assert parse_packet(data) == p and parse_packet(data).version == version
@@ -461,7 +463,20 @@ def test_every_readable_version_round_trips(version):
 
 def test_an_unwritable_version_is_a_clear_error():
     with pytest.raises(ValueError, match="version must be one of"):
-        Packet("fp", FP, (8, 8), (b"\x00" * 8,), version=4)
+        Packet("fp", FP, (8, 8), (b"\x00" * 8,), version=5)
+
+
+def test_the_nonce_and_tag_round_trip_and_cost_twelve_bytes():
+    plain = Packet("fp", FP, (8, 8), (b"\x01" * 12,))
+    keyed = Packet("fp", FP, (8, 8), (b"\x01" * 12,), keyed=(b"\x07" * 8, b"\x09" * 4))
+    data = keyed.to_bytes()
+    assert keyed.version == 4 and len(data) == len(plain.to_bytes()) + 12 == keyed.total_bytes
+    assert parse_packet(data).keyed == (b"\x07" * 8, b"\x09" * 4)
+    assert _reason(_reseal(data[:20])) == "truncated"
+    with pytest.raises(ValueError, match="8-byte nonce"):
+        Packet("fp", FP, (8, 8), (b"\x01",), keyed=(b"short", b"\x09" * 4))
+    with pytest.raises(ValueError, match="needs a keyed nonce"):
+        Packet("fp", FP, (8, 8), (b"\x01",), version=4)
 
 
 def test_the_setting_byte_round_trips_and_costs_one_byte():

@@ -14,6 +14,7 @@ encoding only, so values are 0 .. 2**21 - 1)::
     11      1-3   latent height (varint, 1 .. MAX_LATENT_SIDE)
     .       1-3   latent width  (varint, 1 .. MAX_LATENT_SIDE)
     .       1     setting (format 3 only): high nibble compute setting, low nibble rate setting
+    .       12    keyed protection (format 4 only): 8-byte nonce, then a 4-byte key tag
     .       1-3   length in bytes of each string (varint), STRINGS_PER_PRIOR[prior] of them
     .       ...   the strings, concatenated in order
 
@@ -28,6 +29,11 @@ reason ``bad_version``. Version-1 "fp" packets are coded exactly as version-2 on
 heads (:mod:`entroguard.models.slimmable`): the compute setting (number of encoder members
 minus one) in the high nibble and the rate setting in the low nibble. The tail decodes with
 the rate setting's entropy model; packets of other models are versions 1 and 2, unchanged.
+
+**4**: a version-2 packet plus a keyed protection's 8-byte per-packet nonce and 4-byte key tag
+after the latent size (:mod:`entroguard.privacy.keyed`): the tail regenerates the protection
+from the key it was given at deployment and the nonce, and refuses a packet whose tag does not
+match its key. The key never travels.
 
 Every prior currently carries exactly one coder string: "fp" the rANS string of the latent y;
 "mshp" a single rANS stream per image holding the hyper-latent z symbols first, then y; "q8"
@@ -59,6 +65,7 @@ __all__ = [
     "PRIORS",
     "READABLE_VERSIONS",
     "SETTING_VERSION",
+    "KEYED_VERSION",
     "STRINGS_PER_PRIOR",
     "VERSION",
     "Packet",
@@ -71,7 +78,11 @@ VERSION: int = 2
 """Format version written in the high nibble of byte 2 (0..15) for packets without a setting."""
 SETTING_VERSION: int = 3
 """Format version of packets that carry a slimmable head's setting byte."""
-READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3)
+KEYED_VERSION: int = 4
+"""Format version of packets that carry a keyed protection's nonce and key tag."""
+NONCE_BYTES: int = 8
+TAG_BYTES: int = 4
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4)
 """Format versions :func:`parse_packet` accepts (see the module docstring)."""
 MAGIC: bytes = b"EG"
 """First two bytes of every packet."""
@@ -111,6 +122,7 @@ PACKET_ERROR_REASONS: frozenset[str] = frozenset(
         "length_mismatch",
         "checksum",
         "bad_setting",
+        "bad_key",
     }
 )
 """Every value :attr:`PacketError.reason` can take."""
@@ -200,6 +212,17 @@ def _check_setting(setting: object) -> tuple[int, int] | None:
     return (setting[0], setting[1])
 
 
+def _check_keyed(keyed: object) -> tuple[bytes, bytes] | None:
+    if keyed is None:
+        return None
+    if not isinstance(keyed, (tuple, list)) or len(keyed) != 2:
+        raise ValueError(f"keyed must be a (nonce, tag) pair of bytes, got {keyed!r}")
+    nonce, tag = _as_bytes(keyed[0], "nonce"), _as_bytes(keyed[1], "tag")
+    if len(nonce) != NONCE_BYTES or len(tag) != TAG_BYTES:
+        raise ValueError(f"keyed needs a {NONCE_BYTES}-byte nonce and a {TAG_BYTES}-byte tag")
+    return nonce, tag
+
+
 def _check_lengths(prior: str, lengths: Sequence[int]) -> None:
     expected = STRINGS_PER_PRIOR[prior]
     if len(lengths) != expected:
@@ -248,8 +271,10 @@ class Packet:
             priors: the y string for "fp"; for "mshp" one stream with z first, then y);
             each at most MAX_STRING_BYTES bytes.
         setting: ``(compute, rate)`` setting of a slimmable head, each 0..15, or None.
+        keyed: ``(nonce, tag)`` of a keyed protection (8 and 4 bytes), or None.
         version: wire format version, one of READABLE_VERSIONS (default: SETTING_VERSION
-            with a setting, else VERSION); a setting needs format 3 and format 3 a setting.
+            with a setting, KEYED_VERSION with ``keyed``, else VERSION); a setting needs
+            format 3 and format 3 a setting, ``keyed`` format 4 and format 4 ``keyed``.
 
     Bytes-like fields are normalised to ``bytes`` and sequences to tuples. Invalid values
     raise ValueError.
@@ -261,22 +286,26 @@ class Packet:
     strings: tuple[bytes, ...]
     version: int | None = None
     setting: tuple[int, int] | None = None
+    keyed: tuple[bytes, bytes] | None = None
 
     def __post_init__(self) -> None:
         prior = _check_prior(self.prior)
-        setting = _check_setting(self.setting)
+        setting, keyed = _check_setting(self.setting), _check_keyed(self.keyed)
         version = self.version
         if version is None:
-            version = VERSION if setting is None else SETTING_VERSION
+            version = SETTING_VERSION if setting else KEYED_VERSION if keyed else VERSION
         if not _is_int(version) or version not in READABLE_VERSIONS:
             raise ValueError(f"packet version must be one of {READABLE_VERSIONS}, got {version!r}")
-        if (setting is not None) != (version >= SETTING_VERSION):
-            raise ValueError(
-                f"packet format {version} {'cannot carry' if setting else 'needs'} a setting: "
-                f"only format {SETTING_VERSION} packets (slimmable heads) carry one"
-            )
+        for field_name, value, owner in (("a setting", setting, SETTING_VERSION),
+                                         ("a keyed nonce", keyed, KEYED_VERSION)):  # fmt: skip
+            if (value is not None) != (version == owner):
+                raise ValueError(
+                    f"packet format {version} {'cannot carry' if value else 'needs'} "
+                    f"{field_name}: only format {owner} packets carry one"
+                )
         object.__setattr__(self, "version", version)
         object.__setattr__(self, "setting", setting)
+        object.__setattr__(self, "keyed", keyed)
         fingerprint = _as_bytes(self.fingerprint, "fingerprint")
         if len(fingerprint) != FINGERPRINT_BYTES:
             raise ValueError(
@@ -306,7 +335,7 @@ class Packet:
     def header_bytes(self) -> int:
         """Size of the header, in bytes (``len(self.to_bytes()) - self.payload_bytes``)."""
         size = header_size(self.prior, self.latent_hw, [len(s) for s in self.strings])
-        return size + (self.setting is not None)
+        return size + (self.setting is not None) + (NONCE_BYTES + TAG_BYTES) * bool(self.keyed)
 
     @property
     def total_bytes(self) -> int:
@@ -320,6 +349,8 @@ class Packet:
         _encode_varint(self.latent_hw[1], body)
         if self.setting is not None:
             body.append((self.setting[0] << 4) | self.setting[1])
+        if self.keyed is not None:
+            body += self.keyed[0] + self.keyed[1]
         for s in self.strings:
             _encode_varint(len(s), body)
         for s in self.strings:
@@ -430,11 +461,18 @@ def _parse(buf: memoryview) -> Packet:
                 "or the image is too large; resend, or downscale the input",
             )
     setting = None
-    if version >= SETTING_VERSION:
+    if version == SETTING_VERSION:
         if pos >= n:
             raise PacketError("truncated", f"packet truncated before its setting byte: {_RESEND}")
         setting = (buf[pos] >> 4, buf[pos] & 0x0F)
         pos += 1
+    keyed = None
+    if version == KEYED_VERSION:
+        if pos + NONCE_BYTES + TAG_BYTES > n:
+            raise PacketError("truncated", f"packet truncated in its nonce and key tag: {_RESEND}")
+        nonce_end = pos + NONCE_BYTES
+        keyed = (bytes(buf[pos:nonce_end]), bytes(buf[nonce_end : nonce_end + TAG_BYTES]))
+        pos = nonce_end + TAG_BYTES
     lengths = []
     for i in range(STRINGS_PER_PRIOR[prior]):
         length, pos = _read_varint(buf, pos, f"string {i} length")
@@ -458,7 +496,7 @@ def _parse(buf: memoryview) -> Packet:
     for length in lengths:
         strings.append(bytes(buf[pos : pos + length]))
         pos += length
-    return Packet(prior, fingerprint, (h, w), tuple(strings), version, setting)
+    return Packet(prior, fingerprint, (h, w), tuple(strings), version, setting, keyed)
 
 
 def _check_version_prior(byte: int) -> tuple[int, str]:

@@ -102,12 +102,14 @@ class EncodedBatch:
     """Real coder output for a batch: per-image byte strings and the latent size (h, w).
 
     ``settings`` holds each image's slimmable-head setting ``(members, rate)`` when the
-    packets carried one (None otherwise).
+    packets carried one, ``keyed`` each image's keyed-protection ``(nonce, tag)`` (None
+    otherwise).
     """
 
     strings: list[list[bytes]]
     latent_hw: tuple[int, int]
     settings: list[tuple[int, int]] | None = None
+    keyed: list[tuple[bytes, bytes]] | None = None
 
     def payload_bytes(self) -> list[int]:
         """Bytes of coder output per image (no header)."""
@@ -117,9 +119,13 @@ class EncodedBatch:
     def concat(batches: Sequence[EncodedBatch]) -> EncodedBatch:
         """One batch of the images of ``batches`` (same latent size), in order."""
         strings = [s for batch in batches for s in batch.strings]
-        parts = [batch.settings for batch in batches]
-        settings = None if any(p is None for p in parts) else [s for p in parts for s in p]
-        return EncodedBatch(strings, batches[0].latent_hw, settings)
+
+        def joined(parts):
+            return None if any(p is None for p in parts) else [s for p in parts for s in p]
+
+        return EncodedBatch(strings, batches[0].latent_hw,
+                            joined([b.settings for b in batches]),
+                            joined([b.keyed for b in batches]))  # fmt: skip
 
 
 class SplitClassifier(nn.Module):
@@ -213,22 +219,32 @@ class SplitClassifier(nn.Module):
         """``g_s`` and the rest of the backbone: latent (B, C, h, w) -> logits (B, K)."""
         return self.backbone_tail(self.decoder(y_hat))
 
-    def packets_to_batch(self, packets: Sequence[bytes]) -> EncodedBatch:
+    def packets_to_batch(self, packets: Sequence[bytes], *, keyed: bool = False) -> EncodedBatch:
         """Parse untrusted packets and check they were coded by this model.
 
         Raises ``PacketError`` for malformed bytes and ``ModelMismatchError`` for packets of
-        another model or latent size.
+        another model or latent size. Keyed-protection packets (format 4) are refused with
+        reason ``bad_key`` unless ``keyed`` (:mod:`entroguard.privacy.keyed` undoes them), and
+        then every packet must be one.
         """
         if not packets:
             raise InputError("no packets given")
         parsed = [parse_packet(data) for data in packets]
         for i, packet in enumerate(parsed):
             self._check_packet(packet, i)
+            if (packet.keyed is not None) != keyed:
+                raise PacketError("bad_key", f"packet {i} is {'' if keyed else 'key-'}protected"
+                                  f"{' by no key' if keyed else ''}: this tail "
+                                  f"{'expects keyed packets' if keyed else 'has no key'}; send "
+                                  "it to the tail deployed with the head's key")  # fmt: skip
         strings = [list(packet.strings) for packet in parsed]
         settings = [packet.setting for packet in parsed]
-        if any(s is None for s in settings):
-            return EncodedBatch(strings, self.latent_hw)
-        return EncodedBatch(strings, self.latent_hw, [(m + 1, r) for m, r in settings])
+        batch = EncodedBatch(strings, self.latent_hw)
+        if not any(s is None for s in settings):
+            batch.settings = [(m + 1, r) for m, r in settings]
+        if keyed:
+            batch.keyed = [packet.keyed for packet in parsed]
+        return batch
 
     def _check_packet(self, packet: Packet, index: int) -> None:
         """Raise ``PacketError``/``ModelMismatchError`` unless this model coded ``packet``."""

@@ -41,6 +41,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from entroguard.models.split import SplitClassifier
+from entroguard.privacy.keyed import KeyedProtection, SplitKey
 from entroguard.serve.body import DEFAULT_MAX_BODY_BYTES, check_content_length, read_limited
 from entroguard.serve.engine import DEFAULT_TOP_K, TailEngine, _ClientAlarm, _RateAnomaly
 from entroguard.serve.errors import ServeError, dumps, error_body, retry_after_header
@@ -105,6 +106,7 @@ def create_app(
     *,
     clean_stats: dict | None = None,
     setting_stats: Mapping[tuple[int, int], dict] | None = None,
+    keyed: tuple[KeyedProtection, SplitKey] | None = None,
     model_name: str | None = None,
     classes: Sequence[str] | None = None,
     limits: ServeLimits | None = None,
@@ -122,6 +124,10 @@ def create_app(
         setting_stats: a slimmable model's clean statistics per setting ``(members, rate)``
             (checkpoint ``settings``): each packet is judged against its own setting's;
             settings without them use ``clean_stats``.
+        keyed: a keyed protection and the deployment's key
+            (:mod:`entroguard.privacy.keyed`): the tail accepts only format-4 packets with
+            this key's tag (400 ``bad_key`` otherwise) and undoes the protection before
+            ``g_s``. Without it, format-4 packets are refused with ``bad_key``.
         model_name: shown in answers and metrics (default: the architecture and prior).
         classes: class names, index = class id.
         limits: resource bounds (:class:`ServeLimits`).
@@ -155,6 +161,7 @@ def create_app(
         max_packet_bytes=limits.max_packet_bytes,
         sequential=cusums,
         setting_guards={k: RateGuard(v, guard_config) for k, v in (setting_stats or {}).items()},
+        keyed=keyed,
     )
     budgets = ClientBudgets(
         guard_config.budget_bytes_per_s,

@@ -18,6 +18,13 @@ from entroguard.codec.rans import BitstreamError
 from entroguard.errors import InputError, ModelMismatchError
 from entroguard.models.split import EncodedBatch, SplitClassifier
 from entroguard.packet import PacketError, parse_packet
+from entroguard.privacy.keyed import (
+    KeyedProtection,
+    SplitKey,
+    check_protection,
+    recover_batch,
+    verify_tags,
+)
 from entroguard.serve.errors import ServeError
 from entroguard.serve.guard import GuardDecision, RateGuard
 from entroguard.serve.sequential import ClientCusums
@@ -67,10 +74,14 @@ class TailEngine:
         model_lock: bool = True,
         sequential: ClientCusums | None = None,
         setting_guards: Mapping[tuple[int, int], RateGuard] | None = None,
+        keyed: tuple[KeyedProtection, SplitKey] | None = None,
     ) -> None:
         self.model = model.eval()
         self.guard = guard
         self.setting_guards = dict(setting_guards or {})
+        self.keyed = keyed
+        if keyed is not None:
+            check_protection(model, keyed[0])
         self.sequential = sequential
         k = model.spec.num_classes
         self.classes = list(classes) if classes is not None else [str(i) for i in range(k)]
@@ -86,7 +97,9 @@ class TailEngine:
         for i, data in enumerate(packets):
             try:
                 parse_packet(data, max_bytes=self.max_packet_bytes)  # the size limit first
-                batch = self.model.packets_to_batch([data])
+                batch = self.model.packets_to_batch([data], keyed=self.keyed is not None)
+                if self.keyed is not None:
+                    verify_tags(batch, self.keyed[1])
             except PacketError as exc:
                 raise ServeError(exc.reason, _nth(i, len(packets), str(exc))) from None
             except ModelMismatchError as exc:
@@ -146,6 +159,9 @@ class TailEngine:
         t0 = time.perf_counter()
         try:
             y_hat = self.model.decompress(encoded)
+            if self.keyed is not None:
+                protection, key = self.keyed
+                y_hat = recover_batch(y_hat, verify_tags(encoded, key), protection, key)
         except BitstreamError as exc:
             raise ServeError(
                 exc.reason, f"the coder payload cannot be decoded by this model: {exc}"
