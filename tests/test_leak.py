@@ -79,3 +79,46 @@ def test_leak_command_rows():
         assert {"model", "point", "probe", "defense", "top1"} <= set(r) and 0 <= r["top1"] <= 1
     latent = next(r for r in rows if r["point"] == "latent")
     assert latent["top1"] > 0.5  # the latent that travels gives the class away
+
+
+def test_under_a_keyed_protection_the_latent_is_the_protected_one_and_deeper_points_are_not():
+    from entroguard.privacy.keyed import KeyedPermutation
+    from entroguard.privacy.protection_view import ProtectionView, nonce_for
+
+    model = seeded_model("resnet_s", "fp")
+    x = load_dataset("fashion-mnist", "test").to_float(slice(0, 4))
+    plain = features_at_points(model, x)
+    view = ProtectionView("keyed_permutation", seed=3)
+    seen = features_at_points(model, x, view=view)
+    y = model.analyze(x)
+    expected = torch.stack([KeyedPermutation().protect(y[i], view.key, nonce_for(3, i))
+                            for i in range(4)])  # fmt: skip
+    assert torch.equal(seen["latent"], model.codec.quantize(expected))
+    assert not torch.equal(seen["latent"], plain["latent"])
+    for point in ("g_s", "stage1", "stage2", "logits"):
+        assert torch.equal(seen[point], plain[point])
+    capr = features_at_points(model, x, view=ProtectionView("capr_noise", seed=3))
+    assert torch.equal(capr["latent"], plain["latent"]) and torch.equal(
+        capr["logits"], plain["logits"]
+    )
+    assert not torch.equal(capr["stage1"], plain["stage1"])
+
+
+def test_the_attacker_is_retrained_against_each_protection_with_its_own_key():
+    model = seeded_model("resnet_s", "fp")
+    train = load_dataset("fashion-mnist", "train")
+    shadow = default_shadow(train, 300)
+    victim = load_dataset("fashion-mnist", "test").subset(100)
+    rows = {}
+    for protection in ("none", "keyed_noise"):
+        rows[protection] = list(leak_rows(model, "m", shadow, victim, points=("latent",),
+                                          probes=("linear",), protection=protection,
+                                          progress=False))  # fmt: skip
+    cost = {p: next(r for r in rs if r["probe"] == "victim") for p, rs in rows.items()}
+    assert cost["none"]["agreement"] == 1.0 and cost["keyed_noise"]["agreement"] == 1.0
+    assert cost["keyed_noise"]["payload_bytes"] > cost["none"]["payload_bytes"]
+    assert all(r["defense"] == "keyed_noise" for r in rows["keyed_noise"])
+    from entroguard.privacy.protection_view import ProtectionView
+
+    with pytest.raises(ValueError, match="unknown protection"):
+        ProtectionView("rot13")

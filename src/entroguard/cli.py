@@ -445,10 +445,18 @@ def leak(
     ),
     probes: Annotated[str, typer.Option(help="Comma-separated probes.")] = "linear,mlp,cnn",
     seed: Annotated[int, typer.Option(help="Random seed of the probes.")] = 0,
+    protections: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: none, keyed_noise, keyed_permutation (fp), "
+            "capr_noise; the attacker is retrained against each."
+        ),  # fmt: skip
+    ] = "none",
 ) -> None:
     """What the bitstream leaks: label-recovery probes trained on the attacker's shadow data at
     each point (the decoded latent that travels, after g_s, after two tail stages, the logits),
-    the packet-length and per-channel-bits side channels, next to chance and the model."""
+    the packet-length and per-channel-bits side channels, next to chance and the model; under
+    each protection, with the victim's payload and top-1 through it."""
     from entroguard.campaign.models import resolve_models
     from entroguard.data import load_dataset
     from entroguard.privacy.leak import default_shadow, run_leak
@@ -459,13 +467,17 @@ def leak(
         shadow = default_shadow(load_dataset("fashion-mnist", "train"), shadow_images)
         victim = load_dataset("fashion-mnist", "test").subset(test_images)
         chosen = {"points": tuple(points.split(",")), "probes": tuple(probes.split(","))}
-        rows = run_leak(ref.load(), ref.name, shadow, victim, seed=seed, **chosen)
+        split_model = ref.load()
+        rows = [row for protection in protections.split(",")
+                for row in run_leak(split_model, ref.name, shadow, victim, seed=seed,
+                                    protection=protection.strip(), **chosen)]  # fmt: skip
     except (EntroguardError, ValueError) as exc:
         _fail(exc)
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
         return
-    typer.echo(format_table(rows, ["point", "probe", "top1", "val_top1", "epochs"]))
+    typer.echo(format_table(rows, ["defense", "point", "probe", "top1", "val_top1", "epochs",
+                                   "payload_bytes"]))  # fmt: skip
 
 
 app.command("serve")(serve_command)

@@ -17,6 +17,7 @@ from entroguard.data.imageset import ImageSet
 from entroguard.models.split import SplitClassifier
 from entroguard.privacy.points import POINTS, features_at_points
 from entroguard.privacy.probes import PROBES, train_probe
+from entroguard.privacy.protection_view import ProtectionView, nonce_for
 from entroguard.privacy.side_channel import channel_bits, length_classifier_top1, packet_lengths
 from entroguard.train.epochs import top1
 
@@ -50,19 +51,26 @@ def leak_rows(
     points: tuple[str, ...] = POINTS,
     probes: tuple[str, ...] = PROBES,
     seed: int = 0,
+    protection: str = "none",
     progress: bool = True,
 ) -> Iterator[dict]:
     """One row per (point, probe): the probe's top-1 on ``victim`` (0-1), with its held-out
-    shadow accuracy and epochs; then the side channels and the references (chance, the model)."""
+    shadow accuracy and epochs; then the side channels and the references (chance, the model,
+    and under a protection the victim's payload and top-1 through it).
+
+    Under a ``protection`` the attacker is retrained against it: its shadow features go
+    through the same protection with its own key and draws, the victim's with the victim's."""
     if shadow.split == victim.split or shadow.split == "test":
         raise ValueError(
             f"the attacker's shadow set is the {shadow.split!r} split: it must never contain the "
             "victim's test images; use the second half of the training set (default_shadow)"
         )
     s_images, v_images = _images(shadow), _images(victim)
-    s_feats = features_at_points(model, s_images, points)
-    v_feats = features_at_points(model, v_images, points)
-    base = {"model": name, "defense": "none", "n_shadow": len(shadow), "n_test": len(victim)}
+    attacker, deployed = ProtectionView(protection, seed + 1), ProtectionView(protection, seed)
+    s_feats = features_at_points(model, s_images, points, view=attacker)
+    v_feats = features_at_points(model, v_images, points, view=deployed)
+    base = {"model": name, "defense": protection, "n_shadow": len(shadow),
+            "n_test": len(victim)}  # fmt: skip
     jobs = [(p, k) for p in points for k in probes if k != "cnn" or s_feats[p].dim() == 4]
     for point, kind in tqdm(jobs, desc=f"leak {name}", disable=not progress, leave=False):
         train, val = _split(s_feats[point], shadow.labels)
@@ -70,16 +78,47 @@ def leak_rows(
         yield base | {"point": point, "probe": kind, "top1": result.top1,
                       "val_top1": result.val_top1, "epochs": result.epochs,
                       "stopped_early": result.stopped_early}  # fmt: skip
-    yield from _side_channel_rows(model, base, shadow, victim, s_images, v_images, seed)
+    views = (attacker, deployed)
+    yield from _side_channel_rows(model, base, shadow, victim, s_images, v_images, seed, views)
     yield base | {"point": "reference", "probe": "chance", "top1": 1 / len(victim.classes)}
     yield base | {"point": "reference", "probe": "model", "top1": top1(model, victim)}
+    cost = victim_cost(model, v_images, victim.labels, deployed)
+    yield base | {"point": "reference", "probe": "victim", "top1": cost.pop("victim_top1")} | cost
 
 
-def _side_channel_rows(model, base, shadow, victim, s_images, v_images, seed) -> Iterator[dict]:
-    s_len, v_len = packet_lengths(model, s_images), packet_lengths(model, v_images)
+@torch.no_grad()
+def victim_cost(
+    model: SplitClassifier, images: Tensor, labels: Tensor, view: ProtectionView
+) -> dict:
+    """What the protection costs the victim, through real coding: mean payload bytes, top-1
+    (``victim_top1``) and the share of predictions equal to the unprotected model's."""
+    keyed = view.keyed
+    payload, agree, correct = [], 0, 0
+    for start, (x, y_true) in enumerate(zip(images.split(500), labels.split(500), strict=True)):
+        first = start * 500
+        y = model.analyze(x)
+        strings = model.codec.compress(view.head_latent(y, first))
+        payload += [sum(map(len, s)) for s in strings]
+        y_hat = model.codec.decompress(strings, tuple(y.shape[-2:]))
+        if keyed is not None:
+            y_hat = torch.stack([keyed.recover(y_hat[i], view.key, nonce_for(view.seed, first + i))
+                                 for i in range(len(x))])  # fmt: skip
+        plain = model.classify(model.codec.quantize(y)).argmax(1)
+        predicted = model.classify(y_hat).argmax(1)
+        agree += int((predicted == plain).sum())
+        correct += int((predicted == y_true).sum())
+    n = len(images)
+    return {"payload_bytes": sum(payload) / n, "agreement": agree / n, "victim_top1": correct / n}
+
+
+def _side_channel_rows(model, base, shadow, victim, s_images, v_images, seed, views):
+    attacker, deployed = views
+    s_len = packet_lengths(model, s_images, view=attacker)
+    v_len = packet_lengths(model, v_images, view=deployed)
     acc = length_classifier_top1(s_len, shadow.labels, v_len, victim.labels)
     yield base | {"point": "packet_length", "probe": "histogram", "top1": acc}
-    s_bits, v_bits = channel_bits(model, s_images), channel_bits(model, v_images)
+    s_bits = channel_bits(model, s_images, view=attacker)
+    v_bits = channel_bits(model, v_images, view=deployed)
     train, val = _split(s_bits, shadow.labels)
     result = train_probe("mlp", train, val, (v_bits, victim.labels), seed=seed)
     yield base | {"point": "channel_bits", "probe": "mlp", "top1": result.top1,

@@ -9,22 +9,41 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from entroguard.models.split import SplitClassifier
+from entroguard.models.split import EncodedBatch, SplitClassifier
+from entroguard.packet import NONCE_BYTES, TAG_BYTES
+from entroguard.privacy.protection_view import ProtectionView
+
+
+def _head_latents(model: SplitClassifier, images: Tensor, batch: int, view: ProtectionView):
+    start = 0
+    for x in images.split(batch):
+        yield view.head_latent(model.analyze(x), start)
+        start += len(x)
 
 
 @torch.no_grad()
-def packet_lengths(model: SplitClassifier, images: Tensor, batch: int = 500) -> Tensor:
-    """Bytes of each image's packet, (N,) float32."""
-    sizes = [len(p) for x in images.split(batch) for p in model.to_packets(x)]
+def packet_lengths(
+    model: SplitClassifier, images: Tensor, batch: int = 500, view: ProtectionView | None = None
+) -> Tensor:
+    """Bytes of each image's packet (under ``view``'s protection), (N,) float32."""
+    view = view or ProtectionView()
+    extra = (NONCE_BYTES + TAG_BYTES) if view.keyed is not None else 0
+    sizes = []
+    for y in _head_latents(model, images, batch, view):
+        packets = model.packets(EncodedBatch(model.codec.compress(y), tuple(y.shape[-2:])))
+        sizes += [len(p) + extra for p in packets]
     return torch.tensor(sizes, dtype=torch.float32)
 
 
 @torch.no_grad()
-def channel_bits(model: SplitClassifier, images: Tensor, batch: int = 500) -> Tensor:
-    """Estimated bits per latent channel (and hyper-latent channel), (N, C [+ Cz]) float32."""
+def channel_bits(
+    model: SplitClassifier, images: Tensor, batch: int = 500, view: ProtectionView | None = None
+) -> Tensor:
+    """Estimated bits per latent channel (and hyper-latent channel), (N, C [+ Cz]) float32,
+    of the latent that travels (under ``view``'s protection)."""
     rows = []
-    for x in images.split(batch):
-        out = model.codec.likelihoods(model.analyze(x), "round")
+    for y in _head_latents(model, images, batch, view or ProtectionView()):
+        out = model.codec.likelihoods(y, "round")
         per = [-torch.log2(lik).flatten(2).sum(2) for lik in out.likelihoods.values()]
         rows.append(torch.cat(per, dim=1).float())
     return torch.cat(rows)
