@@ -98,13 +98,15 @@ def test_the_edge_command_compares_adaptive_and_fixed_settings(tmp_path):
     with live_app(model, stats_of(model, images)) as (url, _):
         result = CliRunner().invoke(cli, ["edge", str(folder), "--model", str(path), "--server",
                                           url, "--deadline-ms", "80", "--link-trace", "0.2,2",
-                                          "--json", str(out)])  # fmt: skip
+                                          "--json", str(out), "--figure",
+                                          str(tmp_path / "deadline.png")])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "deadline hits %" in result.output and "adaptive" in result.output
     saved = json.loads(out.read_text())
     policies = [p["policy"] for p in saved["policies"]]
     assert policies == ["adaptive", "m4,r0", "m4,r1", "m4,r2", "m4,r3", "m1,r0"]
     assert all(p["n"] == 4 for p in saved["policies"])
+    assert (tmp_path / "deadline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_edge_command_refuses_a_deadline_for_a_plain_model(tmp_path):

@@ -257,6 +257,9 @@ def edge_command(
         ),  # fmt: skip
     ] = None,
     rtt_ms: Annotated[float, typer.Option(help="With --link-trace: round-trip time, ms.")] = 0.0,
+    figure: Annotated[
+        Path | None, typer.Option(help="With --deadline-ms: write the run as a PNG figure.")
+    ] = None,
 ) -> None:
     """Encode images with the head on this device, send them to a server, and report.
 
@@ -269,7 +272,7 @@ def edge_command(
 
     if deadline_ms is not None:
         _deadline_edge(inputs, model, server, zoo_dir, limit, deadline_ms, link_trace, rtt_ms,
-                       json_out)  # fmt: skip
+                       json_out, figure)  # fmt: skip
         return
     try:
         from tqdm.auto import tqdm
@@ -329,7 +332,7 @@ def edge_command(
 
 
 def _deadline_edge(inputs, model, server, zoo_dir, limit, deadline_ms, link_trace, rtt_ms,
-                   json_out) -> None:  # fmt: skip
+                   json_out, figure) -> None:  # fmt: skip
     """``entroguard edge --deadline-ms``: adaptive against fixed settings, one table."""
     import json
 
@@ -375,6 +378,10 @@ def _deadline_edge(inputs, model, server, zoo_dir, limit, deadline_ms, link_trac
              for r in rows]  # fmt: skip
     typer.echo(format_table(table, list(table[0])))
     typer.echo(f"adaptive settings used: {rows[0]['settings_used']}")
+    if figure is not None:
+        from entroguard.serve.deadline_figure import write_deadline_figure
+
+        typer.echo(f"wrote {write_deadline_figure(rows, deadline_ms, figure)}")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps({"model": served.name, "deadline_ms": deadline_ms,
