@@ -160,8 +160,9 @@ class TailEngine:
         try:
             y_hat = self.model.decompress(encoded)
             if self.keyed is not None:
-                protection, key = self.keyed
-                y_hat = recover_batch(y_hat, verify_tags(encoded, key), protection, key)
+                protection, key = self.keyed  # tags were verified in parse()
+                nonces = [nonce for nonce, _ in encoded.keyed or []]
+                y_hat = recover_batch(y_hat, nonces, protection, key)
         except BitstreamError as exc:
             raise ServeError(
                 exc.reason, f"the coder payload cannot be decoded by this model: {exc}"
