@@ -24,7 +24,13 @@ def test_the_readme_is_a_front_door():
         "scripts/install.sh --dev && .venv/bin/python -m pytest",
     ]
     for link in re.findall(r"\]\((docs/[^)]+)\)", text):
-        assert (ROOT / link).is_file(), link
+        page, _, anchor = link.partition("#")
+        assert (ROOT / page).is_file(), link
+        if anchor:  # a heading of that page, in MkDocs' slug form
+            headings = re.findall(r"^#+ (.+)$", (ROOT / page).read_text(), re.M)
+            slugs = {re.sub(r"[^a-z0-9 -]", "", h.lower()).strip().replace(" ", "-")
+                     for h in headings}  # fmt: skip
+            assert anchor in slugs, link
 
 
 def test_the_readme_quickstart_runs():
