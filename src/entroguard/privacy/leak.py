@@ -17,7 +17,7 @@ from entroguard.data.imageset import ImageSet
 from entroguard.models.split import SplitClassifier
 from entroguard.privacy.points import POINTS, features_at_points
 from entroguard.privacy.probes import PROBES, train_probe
-from entroguard.privacy.protection_view import ProtectionView, nonce_for
+from entroguard.privacy.protection_view import ProtectionView
 from entroguard.privacy.side_channel import channel_bits, length_classifier_top1, packet_lengths
 from entroguard.train.epochs import top1
 
@@ -92,17 +92,13 @@ def victim_cost(
 ) -> dict:
     """What the protection costs the victim, through real coding: mean payload bytes, top-1
     (``victim_top1``) and the share of predictions equal to the unprotected model's."""
-    keyed = view.keyed
     payload, agree, correct = [], 0, 0
-    for start, (x, y_true) in enumerate(zip(images.split(500), labels.split(500), strict=True)):
-        first = start * 500
+    for x, y_true in zip(images.split(500), labels.split(500), strict=True):
+        first = len(payload)
         y = model.analyze(x)
         strings = model.codec.compress(view.head_latent(y, first))
         payload += [sum(map(len, s)) for s in strings]
-        y_hat = model.codec.decompress(strings, tuple(y.shape[-2:]))
-        if keyed is not None:
-            y_hat = torch.stack([keyed.recover(y_hat[i], view.key, nonce_for(view.seed, first + i))
-                                 for i in range(len(x))])  # fmt: skip
+        y_hat = view.tail_latent(model.codec.decompress(strings, tuple(y.shape[-2:])), first)
         plain = model.classify(model.codec.quantize(y)).argmax(1)
         predicted = model.classify(y_hat).argmax(1)
         agree += int((predicted == plain).sum())

@@ -21,7 +21,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from entroguard.privacy.keyed import KEYED_PROTECTIONS, KeyedProtection, SplitKey
+from entroguard.privacy.keyed import (
+    KEYED_PROTECTIONS,
+    KeyedProtection,
+    SplitKey,
+    recover_batch,
+)
 
 PROTECTIONS: tuple[str, ...] = ("none", "keyed_noise", "keyed_permutation", "capr_noise")
 CAPR_SIGMA = 1.0
@@ -57,13 +62,24 @@ class ProtectionView:
         cls = KEYED_PROTECTIONS.get(self.protection)
         return cls() if cls is not None else None
 
+    def nonces(self, start: int, n: int) -> list[bytes]:
+        """The nonces of images ``start`` .. ``start + n - 1`` of a measurement."""
+        return [nonce_for(self.seed, start + i) for i in range(n)]
+
     def head_latent(self, y: Tensor, start: int) -> Tensor:
         """The latent (B, C, h, w) the head codes for images ``start``.. of a measurement."""
         keyed = self.keyed
         if keyed is None:
             return y
-        return torch.stack([keyed.protect(y[i], self.key, nonce_for(self.seed, start + i))
-                            for i in range(len(y))])  # fmt: skip
+        return torch.stack([keyed.protect(y[i], self.key, nonce)
+                            for i, nonce in enumerate(self.nonces(start, len(y)))])  # fmt: skip
+
+    def tail_latent(self, y_hat: Tensor, start: int) -> Tensor:
+        """The decoded latent (B, C, h, w) with the protection undone, as the keyed tail has it."""
+        keyed = self.keyed
+        if keyed is None:
+            return y_hat
+        return recover_batch(y_hat, self.nonces(start, len(y_hat)), keyed, self.key)
 
     def observed(self, point: str, features: Tensor) -> Tensor:
         """``features`` at ``point`` as an observer of the tail's memory sees them."""
