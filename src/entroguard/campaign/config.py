@@ -24,6 +24,10 @@ Example::
         eps: [8]
         params: {defense: object_tv}
         models: ["*-beta0.01"]    # optional: model names or shell-style patterns
+    leak:                         # optional: label recovery (see campaign.leak_config)
+      - protections: [none, keyed_noise]
+        probes: [linear, mlp]
+        shadow_images: 3000
 
 Every error names the offending key, e.g. ``threats[2].eps: expected a list of numbers``.
 An adaptive attack through a defence attacks it with the campaign's parameters for that
@@ -39,6 +43,7 @@ from typing import Any
 
 import yaml
 
+from entroguard.campaign.leak_config import LeakEntry, parse_leak
 from entroguard.threats.threat import CORRUPTION_PREFIX, Threat, attack_registry
 from entroguard.train.zoo import ZOO_SELECTORS
 
@@ -82,6 +87,7 @@ class CampaignConfig:
     n_images: int = 256
     batch_size: int = 128
     seed: int = 0
+    leak: list[LeakEntry] = field(default_factory=list)
 
     def conditions(self) -> list[PlannedThreat]:
         """Every threat with its images, defences and entry, clean first."""
@@ -111,7 +117,7 @@ class PlannedThreat:
     group: ThreatGroup
 
 
-TOP_KEYS = {"models", "threats", "defenses", "dataset", "n_images", "batch_size", "seed"}
+TOP_KEYS = {"models", "threats", "defenses", "dataset", "n_images", "batch_size", "seed", "leak"}
 
 
 def _positive_int(value: Any, key: str) -> int:
@@ -302,6 +308,19 @@ def _parse_threat(item: Any, key: str) -> ThreatGroup:
     raise ConfigError(f"{key}: expected a 'corruption' or an 'attack' key, or 'clean'")
 
 
+def _parse_threats(threats: Any, leak_only: bool) -> list[ThreatGroup]:
+    """The ``threats`` list, clean first; a campaign of ``leak`` entries alone may omit it (its
+    models are then measured clean, the reference of their payload and top-1)."""
+    if threats is None and leak_only:
+        threats = ["clean"]
+    if not isinstance(threats, list) or not threats:
+        raise ConfigError("threats: expected a non-empty list (or leave it out and give leak)")
+    groups = [_parse_threat(t, f"threats[{i}]") for i, t in enumerate(threats)]
+    if not any(t.name == "clean" for g in groups for t in g.threats):
+        groups.insert(0, ThreatGroup((Threat("clean"),)))
+    return groups
+
+
 def parse_config(raw: Any, source: str = "config") -> CampaignConfig:
     """Validate a parsed YAML document."""
     if not isinstance(raw, dict):
@@ -322,12 +341,8 @@ def parse_config(raw: Any, source: str = "config") -> CampaignConfig:
             "checkpoint paths"
         )
     cfg.models = models
-    threats = raw.get("threats")
-    if not isinstance(threats, list) or not threats:
-        raise ConfigError("threats: expected a non-empty list")
-    cfg.threat_groups = [_parse_threat(t, f"threats[{i}]") for i, t in enumerate(threats)]
-    if not any(t.name == "clean" for g in cfg.threat_groups for t in g.threats):
-        cfg.threat_groups.insert(0, ThreatGroup((Threat("clean"),)))
+    cfg.leak = parse_leak(raw.get("leak"))
+    cfg.threat_groups = _parse_threats(raw.get("threats"), leak_only=bool(cfg.leak))
     cfg.defenses, cfg.defense_params = _parse_defenses(raw.get("defenses"))
     for group in cfg.threat_groups:
         _check_scope(group, cfg)

@@ -1,4 +1,4 @@
-"""``results.csv``: one row per condition with DESIGN.md's columns, from the SQLite store."""
+"""``results.csv`` (one row per condition, DESIGN.md's columns) and ``leak.csv``, from SQLite."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from entroguard.campaign.store import ResultStore
+from entroguard.campaign.store import LEAK_COLUMNS, ResultStore
 
 COLUMNS = [
     "model", "arch", "prior", "beta", "threat", "strength", "defense", "n", "top1",
@@ -48,12 +48,23 @@ def condition_rows(store: ResultStore) -> list[dict]:
 
 def write_csv(store: ResultStore, path: str | Path) -> Path:
     """Write ``results.csv`` atomically (temporary file, then rename)."""
+    return _write_rows(path, COLUMNS, condition_rows(store))
+
+
+def write_leak_csv(store: ResultStore, path: str | Path) -> Path | None:
+    """Write ``leak.csv`` (one row per point and probe of each leak measurement) atomically;
+    nothing when the campaign measured no leakage."""
+    rows = store.leak_rows()
+    return _write_rows(path, LEAK_COLUMNS, rows) if rows else None
+
+
+def _write_rows(path: str | Path, columns, rows: list[dict]) -> Path:
     path = Path(path)
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
-        for row in condition_rows(store):
+        for row in rows:
             writer.writerow({k: _fmt(v) for k, v in row.items()})
     tmp.replace(path)
     return path

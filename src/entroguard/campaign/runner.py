@@ -21,7 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from entroguard.campaign.config import CampaignConfig, ConfigError
-from entroguard.campaign.export import write_csv
+from entroguard.campaign.export import write_csv, write_leak_csv
+from entroguard.campaign.leak_runner import plan_leak, run_leak_units
 from entroguard.campaign.measurer import ConditionResult, Measurer, Task, threatened
 from entroguard.campaign.models import ModelRef, resolve_models
 from entroguard.campaign.store import ConditionId, ResultStore
@@ -98,6 +99,9 @@ def run_campaign(
             most one per model, see :func:`default_workers`). Each worker runs torch on
             ``cpu_count // workers`` threads; results are the same for the same ``workers``.
 
+    The ``leak`` entries are measured after the threats, in this process (one measurement,
+    a model under a protection, at a time) into ``leak.csv``.
+
     Returns the path of ``results.csv``, rewritten from the database at the end.
     """
     out_dir = Path(out_dir)
@@ -106,6 +110,7 @@ def run_campaign(
     data = load_dataset(config.dataset, "test").subset(config.n_images)
     with ResultStore(out_dir / "results.sqlite") as store:
         tasks = plan_tasks(config, refs, len(data), store.done_keys())
+        leak_units = plan_leak(config, refs, len(data), store.leak_done_units())
         measurer = Measurer(data, config.batch_size, config.seed, config.defense_params)
         bar = tqdm(total=sum(t.n * len(t.defenses) for t in tasks), unit="img", desc="campaign",
                    disable=not progress, dynamic_ncols=True)  # fmt: skip
@@ -125,6 +130,8 @@ def run_campaign(
                 _run_parallel(_with_shared_images(tasks, measurer), measurer, workers, record)
         finally:
             bar.close()
+        run_leak_units(leak_units, config, data, store, progress)
+        write_leak_csv(store, out_dir / "leak.csv")
         return write_csv(store, out_dir / "results.csv")
 
 

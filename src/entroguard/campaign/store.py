@@ -1,4 +1,5 @@
-"""Results in SQLite: one row per condition, one row per image per condition.
+"""Results in SQLite: one row per condition, one row per image per condition, and the rows of
+each leak measurement (a model under a protection).
 
 A condition's summary and its per-image rows are written in one transaction, so a campaign
 killed at any moment leaves only whole conditions behind; a rerun skips them and never
@@ -34,7 +35,21 @@ CREATE TABLE IF NOT EXISTS images (
     correct INTEGER NOT NULL, predicted INTEGER NOT NULL,
     PRIMARY KEY (key, image)
 );
+CREATE TABLE IF NOT EXISTS leak (
+    unit TEXT NOT NULL,
+    model TEXT NOT NULL, arch TEXT NOT NULL, prior TEXT NOT NULL, beta REAL,
+    defense TEXT NOT NULL, point TEXT NOT NULL, probe TEXT NOT NULL,
+    top1 REAL NOT NULL, val_top1 REAL, epochs INTEGER, stopped_early INTEGER,
+    n_shadow INTEGER NOT NULL, n_test INTEGER NOT NULL,
+    payload_bytes REAL, agreement REAL,
+    seconds REAL NOT NULL, finished_at REAL NOT NULL,
+    PRIMARY KEY (unit, point, probe)
+);
 """
+LEAK_COLUMNS = (
+    "model", "arch", "prior", "beta", "defense", "point", "probe", "top1", "val_top1", "epochs",
+    "stopped_early", "n_shadow", "n_test", "payload_bytes", "agreement", "seconds",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -109,6 +124,30 @@ class ResultStore:
                     strict=True,
                 ),
             )
+
+    def leak_done_units(self) -> set[str]:
+        """Keys of the leak measurements (a model under a protection) already done."""
+        return {row[0] for row in self.db.execute("SELECT DISTINCT unit FROM leak")}
+
+    def add_leak(self, unit: str, model_info: dict, rows: list[dict], seconds: float) -> None:
+        """Write one leak measurement's rows (from :func:`entroguard.privacy.leak.leak_rows`)
+        atomically."""
+        now = time.time()
+        values = [
+            (unit, r["model"], model_info["arch"], model_info["prior"], model_info.get("beta"),
+             r["defense"], r["point"], r["probe"], r["top1"], r.get("val_top1"), r.get("epochs"),
+             None if r.get("stopped_early") is None else int(r["stopped_early"]),
+             r["n_shadow"], r["n_test"], r.get("payload_bytes"), r.get("agreement"), seconds,
+             now)
+            for r in rows
+        ]  # fmt: skip
+        with self.db:
+            self.db.executemany(f"INSERT INTO leak VALUES ({','.join('?' * 18)})", values)
+
+    def leak_rows(self) -> list[dict]:
+        """Every leak row as a dict (``LEAK_COLUMNS``), in insertion order."""
+        cur = self.db.execute(f"SELECT {', '.join(LEAK_COLUMNS)} FROM leak ORDER BY rowid")
+        return [dict(zip(LEAK_COLUMNS, row, strict=True)) for row in cur]
 
     def conditions(self) -> list[dict]:
         """Every condition row as a dict, in insertion order."""

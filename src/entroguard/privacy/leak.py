@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from entroguard.data.imageset import ImageSet
 from entroguard.models.split import SplitClassifier
+from entroguard.privacy.keyed import check_protection
 from entroguard.privacy.points import POINTS, features_at_points
 from entroguard.privacy.probes import PROBES, train_probe
 from entroguard.privacy.protection_view import ProtectionView
@@ -65,6 +66,9 @@ def leak_rows(
             f"the attacker's shadow set is the {shadow.split!r} split: it must never contain the "
             "victim's test images; use the second half of the training set (default_shadow)"
         )
+    keyed = ProtectionView(protection).keyed
+    if keyed is not None:
+        check_protection(model, keyed)
     s_images, v_images = _images(shadow), _images(victim)
     attacker, deployed = ProtectionView(protection, seed + 1), ProtectionView(protection, seed)
     s_feats = features_at_points(model, s_images, points, view=attacker)

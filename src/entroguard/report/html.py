@@ -35,6 +35,7 @@ from entroguard.report.data import (
     corruption_name,
     family_label,
 )
+from entroguard.report.leak_section import leak_section
 from entroguard.report.page import (
     Cell,
     figure,
@@ -87,6 +88,7 @@ def write_report(out_dir: str | Path) -> Path:
             finished=(min(finished), max(finished)),
             analysis=load_analysis(out_dir),
             plan=load_plan(out_dir),
+            leak=store.leak_rows(),
         )
     path = out_dir / REPORT_NAME
     tmp = path.with_name(f".{REPORT_NAME}.{os.getpid()}.tmp")
@@ -104,10 +106,12 @@ def build_html(
     finished: tuple[float, float] | None = None,
     analysis: Analysis | None = None,
     plan: dict | None = None,
+    leak: list[dict] | None = None,
 ) -> str:
     """The report's HTML for ``results`` (``finished``: first and last measurement, epoch s;
     ``analysis``: ``entroguard analyze``'s output for the "Where the bits go" section;
-    ``plan``: ``entroguard plan``'s record for "Where splitting pays off")."""
+    ``plan``: ``entroguard plan``'s record for "Where splitting pays off"; ``leak``: the
+    campaign's leak rows for "What the bitstream leaks")."""
     builders: list[tuple[str, str, Callable[[Results], str]]] = [
         ("run", "What was run", _run_section),
         ("clean", "Clean baseline", _clean_section),
@@ -120,6 +124,7 @@ def build_html(
     sections = [(anchor, name, build(results)) for anchor, name, build in builders]
     sections.append(("bits", "Where the bits go", analysis_section(analysis)))
     sections.append(("plan", "Where splitting pays off", plan_section(plan)))
+    sections.append(("leak", "What the bitstream leaks", leak_section(leak or [])))
     sub = _subtitle(results, finished)
     header = f"<h1>{escape(title)}</h1><p class=sub>{sub}</p>{_findings(results)}"
     footer = (
