@@ -122,3 +122,25 @@ def test_the_attacker_is_retrained_against_each_protection_with_its_own_key():
 
     with pytest.raises(ValueError, match="unknown protection"):
         ProtectionView("rot13")
+
+
+def test_a_shared_context_trains_a_probe_once_per_distinct_input_and_changes_no_number():
+    from entroguard.privacy.context import LeakContext
+    from entroguard.privacy.leak import run_leak
+
+    model = seeded_model("resnet_s", "fp")
+    shadow = default_shadow(load_dataset("fashion-mnist", "train"), 300)
+    victim = load_dataset("fashion-mnist", "test").subset(100)
+    options = {"points": ("latent", "g_s"), "probes": ("linear",), "progress": False}
+    context = LeakContext(model, shadow, victim, options["points"])
+    shared = run_leak(model, "m", shadow, victim, ("none", "keyed_noise", "capr_noise"),
+                      context=context, **options)  # fmt: skip
+    alone = [row for p in ("none", "keyed_noise", "capr_noise")
+             for row in run_leak(model, "m", shadow, victim, (p,), **options)]  # fmt: skip
+    assert shared == alone
+    # none: latent, g_s, channel bits; keyed_noise: a new latent and new bits (its g_s is the
+    # plain one); capr_noise: a new g_s only (its latent and bits are the plain ones)
+    assert len(context._probes) == 3 + 2 + 1
+    rows = {(r["defense"], r["point"]): r["top1"] for r in shared if r["probe"] == "linear"}
+    assert rows["keyed_noise", "g_s"] == rows["none", "g_s"]
+    assert rows["capr_noise", "latent"] == rows["none", "latent"]

@@ -468,9 +468,8 @@ def leak(
         victim = load_dataset("fashion-mnist", "test").subset(test_images)
         chosen = {"points": tuple(points.split(",")), "probes": tuple(probes.split(","))}
         split_model = ref.load()
-        rows = [row for protection in protections.split(",")
-                for row in run_leak(split_model, ref.name, shadow, victim, seed=seed,
-                                    protection=protection.strip(), **chosen)]  # fmt: skip
+        chosen["protections"] = tuple(p.strip() for p in protections.split(","))
+        rows = run_leak(split_model, ref.name, shadow, victim, seed=seed, **chosen)
     except (EntroguardError, ValueError) as exc:
         _fail(exc)
     if as_json:

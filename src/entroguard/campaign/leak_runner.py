@@ -57,20 +57,26 @@ def run_leak_units(
     progress: bool = True,
 ) -> None:  # fmt: skip
     """Measure ``units`` on ``victim`` (the campaign's test images), committing each at once."""
+    from entroguard.privacy.context import LeakContext
     from entroguard.privacy.leak import default_shadow, run_leak
 
     if not units:
         return
     train = load_dataset(config.dataset, "train")
-    loaded: tuple[str, object] | None = None
+    shared: tuple[tuple, LeakContext] | None = None  # one model and entry at a time
     for unit in tqdm(units, desc="leak", unit="measurement", disable=not progress,
                      dynamic_ncols=True):  # fmt: skip
-        if loaded is None or loaded[0] != unit.ref.name:
-            loaded = (unit.ref.name, unit.ref.load())
         start = time.perf_counter()
+        if shared is None or shared[0] != (unit.ref.name, unit.entry, unit.n_test):
+            shared = None  # free the previous model's features first
+            shadow = default_shadow(train, unit.entry.shadow_images)
+            context = LeakContext(unit.ref.load(), shadow, victim.subset(unit.n_test),
+                                  unit.entry.points)  # fmt: skip
+            shared = ((unit.ref.name, unit.entry, unit.n_test), context)
+        context = shared[1]
         rows = run_leak(
-            loaded[1], unit.ref.name, default_shadow(train, unit.entry.shadow_images),
-            victim.subset(unit.n_test), points=unit.entry.points, probes=unit.entry.probes,
-            seed=config.seed, protection=unit.protection, progress=progress,
+            context.model, unit.ref.name, context.sets["shadow"], context.sets["victim"],
+            (unit.protection,), points=unit.entry.points, probes=unit.entry.probes,
+            seed=config.seed, progress=progress, context=context,
         )  # fmt: skip
         store.add_leak(unit.key, unit.ref.info(), rows, time.perf_counter() - start)

@@ -23,7 +23,60 @@ from entroguard.privacy.protection_view import ProtectionView
 POINTS: tuple[str, ...] = ("latent", "g_s", "stage1", "stage2", "logits")
 
 
+def _check_points(points: tuple[str, ...]) -> None:
+    unknown = set(points) - set(POINTS)
+    if unknown:
+        raise ValueError(f"unknown points {sorted(unknown)}: choose from {', '.join(POINTS)}")
+
+
 @torch.no_grad()
+def head_latents(model: SplitClassifier, images: Tensor, batch: int = 500) -> Tensor:
+    """The head's continuous latents ``g_a(x)``, (N, C, h, w) float32, for ``images``
+    (N, 3, H, W) in [0, 1]."""
+    model.eval()
+    return torch.cat([model.analyze(x).float().cpu() for x in images.split(batch)])
+
+
+@torch.no_grad()
+def tail_features(
+    model: SplitClassifier, latents: Tensor, points: tuple[str, ...] = POINTS, batch: int = 500
+) -> dict[str, Tensor]:
+    """``{point: (N, ...) float32}`` of the unprotected model from its head ``latents``; the
+    latent point is the coder's quantised latent (what ``decompress`` returns)."""
+    _check_points(points)
+    model.eval()
+    out: dict[str, list[Tensor]] = {p: [] for p in points}
+    for y in latents.split(batch):
+        feats = {"latent": model.codec.quantize(y)}
+        feats["g_s"] = model.decoder(feats["latent"])
+        feats["stage1"], feats["stage2"] = stage_outputs(model.backbone_tail, feats["g_s"])
+        feats["logits"] = model.backbone_tail(feats["g_s"])
+        for p in points:
+            out[p].append(feats[p].float().cpu())
+    return {p: torch.cat(v) for p, v in out.items()}
+
+
+@torch.no_grad()
+def view_features(
+    model: SplitClassifier, latents: Tensor, plain: dict[str, Tensor], view: ProtectionView,
+    batch: int = 500,
+) -> dict[str, Tensor]:  # fmt: skip
+    """What an observer under ``view``'s protection sees, from the head ``latents`` and the
+    unprotected features ``plain`` (:func:`tail_features`): the protected latent that travels,
+    and noised intermediate features where the protection noises them. A point the protection
+    leaves alone is ``plain``'s own tensor."""
+    seen = dict(plain)
+    if "latent" in plain and view.keyed is not None:
+        seen["latent"] = torch.cat([
+            model.codec.quantize(view.head_latent(y, start)).float()
+            for start, y in zip(range(0, len(latents), batch), latents.split(batch), strict=True)
+        ])  # fmt: skip
+    for name in ("g_s", "stage1", "stage2"):
+        if name in plain:
+            seen[name] = view.observed(name, plain[name])
+    return seen
+
+
 def features_at_points(
     model: SplitClassifier,
     images: Tensor,
@@ -35,25 +88,10 @@ def features_at_points(
 
     The latent is the coder's quantised latent (what ``decompress`` returns for the packet).
     With ``view``, every point is what the observer sees under its protection: the protected
-    latent that travels, and noised intermediate features where the protection noises them.
+    latent that travels, and noised intermediate features where the protection noises them
+    (the tail removes its noise, so the logits are the model's own).
     """
-    unknown = set(points) - set(POINTS)
-    if unknown:
-        raise ValueError(f"unknown points {sorted(unknown)}: choose from {', '.join(POINTS)}")
-    model.eval()
-    view = view or ProtectionView()
-    out: dict[str, list[Tensor]] = {p: [] for p in points}
-    start = 0
-    for x in images.split(batch):
-        y = model.analyze(x)
-        y_hat = model.codec.quantize(y)
-        seen = model.codec.quantize(view.head_latent(y, start))
-        start += len(x)
-        feats = {"latent": seen, "g_s": model.decoder(y_hat)}
-        feats["stage1"], feats["stage2"] = stage_outputs(model.backbone_tail, feats["g_s"])
-        feats["logits"] = model.backbone_tail(feats["g_s"])  # the noise is removed in the tail
-        for name in ("g_s", "stage1", "stage2"):
-            feats[name] = view.observed(name, feats[name])
-        for p in points:
-            out[p].append(feats[p].float().cpu())
-    return {p: torch.cat(v) for p, v in out.items()}
+    _check_points(points)
+    latents = head_latents(model, images, batch)
+    plain = tail_features(model, latents, points, batch)
+    return view_features(model, latents, plain, view or ProtectionView(), batch)

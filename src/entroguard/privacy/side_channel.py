@@ -14,22 +14,21 @@ from entroguard.packet import NONCE_BYTES, TAG_BYTES
 from entroguard.privacy.protection_view import ProtectionView
 
 
-def _head_latents(model: SplitClassifier, images: Tensor, batch: int, view: ProtectionView):
-    start = 0
-    for x in images.split(batch):
-        yield view.head_latent(model.analyze(x), start)
-        start += len(x)
+def _protected(latents: Tensor, batch: int, view: ProtectionView):
+    for start, y in zip(range(0, len(latents), batch), latents.split(batch), strict=True):
+        yield view.head_latent(y, start)
 
 
 @torch.no_grad()
 def packet_lengths(
-    model: SplitClassifier, images: Tensor, batch: int = 500, view: ProtectionView | None = None
+    model: SplitClassifier, latents: Tensor, batch: int = 500, view: ProtectionView | None = None
 ) -> Tensor:
-    """Bytes of each image's packet (under ``view``'s protection), (N,) float32."""
+    """Bytes of each image's packet (under ``view``'s protection), (N,) float32, from the
+    head's latents (N, C, h, w) (:func:`entroguard.privacy.points.head_latents`)."""
     view = view or ProtectionView()
     extra = (NONCE_BYTES + TAG_BYTES) if view.keyed is not None else 0
     sizes = []
-    for y in _head_latents(model, images, batch, view):
+    for y in _protected(latents, batch, view):
         packets = model.packets(EncodedBatch(model.codec.compress(y), tuple(y.shape[-2:])))
         sizes += [len(p) + extra for p in packets]
     return torch.tensor(sizes, dtype=torch.float32)
@@ -37,12 +36,12 @@ def packet_lengths(
 
 @torch.no_grad()
 def channel_bits(
-    model: SplitClassifier, images: Tensor, batch: int = 500, view: ProtectionView | None = None
+    model: SplitClassifier, latents: Tensor, batch: int = 500, view: ProtectionView | None = None
 ) -> Tensor:
     """Estimated bits per latent channel (and hyper-latent channel), (N, C [+ Cz]) float32,
-    of the latent that travels (under ``view``'s protection)."""
+    of the latent that travels (under ``view``'s protection), from the head's latents."""
     rows = []
-    for y in _head_latents(model, images, batch, view or ProtectionView()):
+    for y in _protected(latents, batch, view or ProtectionView()):
         out = model.codec.likelihoods(y, "round")
         per = [-torch.log2(lik).flatten(2).sum(2) for lik in out.likelihoods.values()]
         rows.append(torch.cat(per, dim=1).float())

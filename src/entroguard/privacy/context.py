@@ -1,0 +1,91 @@
+"""What the leak measurements of one model under several protections share.
+
+The head's latents and the unprotected features of the shadow and victim images are computed
+once; each protection derives what its observers see from them. Probe results are memoised on
+their exact inputs: a seeded probe trained on bit-identical features, labels and settings is
+the same probe, so a point a protection leaves untouched (the tail's features under a keyed
+protection, the latent under CapRecover's noise) is not trained twice. Nothing is reused
+across different inputs: an adaptive attacker is always trained on what it sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cached_property
+
+import torch
+from torch import Tensor
+
+from entroguard.data.imageset import ImageSet
+from entroguard.models.split import SplitClassifier
+from entroguard.privacy.points import head_latents, tail_features, view_features
+from entroguard.privacy.probes import ProbeResult, train_probe
+from entroguard.privacy.protection_view import ProtectionView
+from entroguard.privacy.side_channel import channel_bits, packet_lengths
+
+PARTIES = ("shadow", "victim")
+
+
+def digest(*tensors: Tensor) -> str:
+    """BLAKE2b of the tensors' dtypes, shapes and bytes: equal digests, equal inputs."""
+    h = hashlib.blake2b(digest_size=20)
+    for t in tensors:
+        t = t.contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.numpy().reshape(-1).view("uint8"))
+    return h.hexdigest()
+
+
+class LeakContext:
+    """Latents, unprotected features and memoised probes of ``model`` on ``shadow`` (the
+    attacker's images) and ``victim`` (the scored test images), at ``points``."""
+
+    def __init__(self, model: SplitClassifier, shadow: ImageSet, victim: ImageSet,
+                 points: tuple[str, ...]) -> None:  # fmt: skip
+        self.model, self.points = model, points
+        self.sets = {"shadow": shadow, "victim": victim}
+        images = {k: s.to_float(slice(0, len(s))) for k, s in self.sets.items()}
+        self.latents = {k: head_latents(model, x) for k, x in images.items()}
+        self.plain = {k: tail_features(model, y, points) for k, y in self.latents.items()}
+        self._lengths: dict[tuple, Tensor] = {}
+        self._bits: dict[tuple, Tensor] = {}
+        self._probes: dict[tuple, ProbeResult] = {}
+
+    @cached_property
+    @torch.no_grad()
+    def model_top1(self) -> float:
+        """The unprotected model's top-1 on the victim's images (0-1)."""
+        codec, y = self.model.codec, self.latents["victim"]
+        predicted = torch.cat([self.model.classify(codec.quantize(b)).argmax(1)
+                               for b in y.split(500)])  # fmt: skip
+        return float((predicted == self.sets["victim"].labels).float().mean())
+
+    def features(self, party: str, view: ProtectionView) -> dict[str, Tensor]:
+        """``{point: (N, ...)}`` as ``party``'s images look under ``view``."""
+        return view_features(self.model, self.latents[party], self.plain[party], view)
+
+    def _latent_key(self, party: str, view: ProtectionView) -> tuple:
+        """Views that code the same latent: every unkeyed view codes the plain one."""
+        return (party,) if view.keyed is None else (party, view.protection, view.seed)
+
+    def lengths(self, party: str, view: ProtectionView) -> Tensor:
+        """Packet bytes (N,) of ``party``'s images under ``view`` (real coding)."""
+        key = self._latent_key(party, view)
+        if key not in self._lengths:
+            self._lengths[key] = packet_lengths(self.model, self.latents[party], view=view)
+        return self._lengths[key]
+
+    def bits(self, party: str, view: ProtectionView) -> Tensor:
+        """Estimated bits per channel (N, C [+ Cz]) of ``party``'s images under ``view``."""
+        key = self._latent_key(party, view)
+        if key not in self._bits:
+            self._bits[key] = channel_bits(self.model, self.latents[party], view=view)
+        return self._bits[key]
+
+    def probe(self, kind: str, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor],
+              test: tuple[Tensor, Tensor], seed: int) -> ProbeResult:  # fmt: skip
+        """:func:`train_probe`, trained once per distinct (kind, seed, inputs)."""
+        key = (kind, seed, digest(*train, *val, *test))
+        if key not in self._probes:
+            self._probes[key] = train_probe(kind, train, val, test, seed=seed)
+        return self._probes[key]
