@@ -22,6 +22,16 @@ def test_help_lists_the_public_subcommands():
         assert cmd in result.output
 
 
+def test_short_help_and_version():
+    from entroguard import __version__
+
+    assert runner.invoke(app, ["-h"]).output == runner.invoke(app, ["--help"]).output
+    assert "Usage: entroguard leak" in runner.invoke(app, ["leak", "-h"]).output
+    for flag in ("--version", "-V"):
+        result = runner.invoke(app, [flag])
+        assert result.exit_code == 0 and result.output == f"entroguard {__version__}\n"
+
+
 @pytest.fixture(scope="module")
 def sc2bench_file(tmp_path_factory):
     """A ResNet-50 FP checkpoint in sc2bench's key layout, and the model it came from."""
