@@ -5,7 +5,8 @@ Two checks, kept apart because they promise different things:
 * **decoding** (every machine): the committed packets of each seeded and zoo model decode to
   latents whose SHA-256 is committed, and the tail predicts the committed classes. The decoder's
   choices (CDF tables, scale indexes, means) are integer arithmetic, so this holds on any CPU.
-* **encoding** (the reference machine kind only, one torch thread): the head writes exactly the
+* **encoding** (the reference machine kind only: the same CPU model and vector instruction sets,
+  one torch thread): the head writes exactly the
   committed bytes. The analysis transform ``g_a`` runs in floating point, whose last bits differ
   between CPUs and even between thread counts on one CPU (oneDNN picks other kernels), so a
   latent close to a rounding boundary can become another symbol, and a ``q8`` packet, which
@@ -39,15 +40,26 @@ REGEN = os.environ.get("ENTROGUARD_REGEN_GOLDEN") == "1"
 SEEDED = [f"seeded-{arch}-{prior}" for arch in SMALL_ARCHS for prior in PRIORS]
 
 
+#: Instruction-set flags that decide which float kernels oneDNN runs.
+KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "asimd", "sve")
+
+
 def machine_kind() -> dict:
-    """What decides the encoder's float arithmetic: CPU architecture and model, torch."""
-    cpu = platform.processor()
+    """What decides the encoder's float arithmetic: CPU architecture, model (name, family,
+    model number: one name covers several generations) and vector instruction sets, torch."""
+    kind = {"machine": platform.machine(), "cpu": platform.processor(),
+            "torch": torch.__version__.split("+")[0]}  # fmt: skip
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
-                 if ln.startswith("model name")]  # fmt: skip
-        cpu = names[0] if names else cpu
-    return {"machine": platform.machine(), "cpu": cpu, "torch": torch.__version__.split("+")[0]}
+        fields: dict[str, str] = {}
+        for line in cpuinfo.read_text().splitlines():
+            name, _, value = line.partition(":")
+            fields.setdefault(name.strip(), value.strip())
+        kind["cpu"] = fields.get("model name", kind["cpu"])
+        kind["cpu_id"] = f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
+        flags = set((fields.get("flags") or fields.get("Features") or "").split())
+        kind["isa"] = " ".join(f for f in KERNEL_FLAGS if f in flags)
+    return kind
 
 
 @cache
