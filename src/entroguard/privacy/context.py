@@ -18,6 +18,7 @@ from torch import Tensor
 
 from entroguard.data.imageset import ImageSet
 from entroguard.models.split import SplitClassifier
+from entroguard.packet import NONCE_BYTES, TAG_BYTES
 from entroguard.privacy.points import head_latents, tail_features, view_features
 from entroguard.privacy.probes import ProbeResult, train_probe
 from entroguard.privacy.protection_view import ProtectionView
@@ -47,6 +48,7 @@ class LeakContext:
         images = {k: s.to_float(slice(0, len(s))) for k, s in self.sets.items()}
         self.latents = {k: head_latents(model, x) for k, x in images.items()}
         self.plain = {k: tail_features(model, y, points) for k, y in self.latents.items()}
+        self._coded: dict[tuple, Tensor] = {}
         self._lengths: dict[tuple, Tensor] = {}
         self._bits: dict[tuple, Tensor] = {}
         self._probes: dict[tuple, ProbeResult] = {}
@@ -60,9 +62,16 @@ class LeakContext:
                                for b in y.split(500)])  # fmt: skip
         return float((predicted == self.sets["victim"].labels).float().mean())
 
+    def coded(self, party: str, view: ProtectionView) -> Tensor:
+        """The latents (N, C, h, w) the head codes for ``party``'s images under ``view``."""
+        key = self._latent_key(party, view)
+        if key not in self._coded:
+            self._coded[key] = view.protect_all(self.latents[party])
+        return self._coded[key]
+
     def features(self, party: str, view: ProtectionView) -> dict[str, Tensor]:
         """``{point: (N, ...)}`` as ``party``'s images look under ``view``."""
-        return view_features(self.model, self.latents[party], self.plain[party], view)
+        return view_features(self.model, self.coded(party, view), self.plain[party], view)
 
     def _latent_key(self, party: str, view: ProtectionView) -> tuple:
         """Views that code the same latent: every unkeyed view codes the plain one."""
@@ -72,14 +81,15 @@ class LeakContext:
         """Packet bytes (N,) of ``party``'s images under ``view`` (real coding)."""
         key = self._latent_key(party, view)
         if key not in self._lengths:
-            self._lengths[key] = packet_lengths(self.model, self.latents[party], view=view)
+            extra = NONCE_BYTES + TAG_BYTES if view.keyed is not None else 0
+            self._lengths[key] = packet_lengths(self.model, self.coded(party, view), extra)
         return self._lengths[key]
 
     def bits(self, party: str, view: ProtectionView) -> Tensor:
         """Estimated bits per channel (N, C [+ Cz]) of ``party``'s images under ``view``."""
         key = self._latent_key(party, view)
         if key not in self._bits:
-            self._bits[key] = channel_bits(self.model, self.latents[party], view=view)
+            self._bits[key] = channel_bits(self.model, self.coded(party, view))
         return self._bits[key]
 
     def probe(self, kind: str, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor],

@@ -109,15 +109,17 @@ class KeyedPermutation(KeyedProtection):
     def order(channels: int, positions: int, key: SplitKey, nonce: bytes) -> Tensor:
         """(C, h*w) indexes: row c is channel c's permutation (Fisher-Yates on key bytes)."""
         draws = key.stream(nonce, 4 * channels * positions, b"permutation")
-        rows, k = [], 0
-        for _ in range(channels):
-            perm = list(range(positions))
-            for i in range(positions - 1, 0, -1):
-                j = int.from_bytes(draws[k : k + 4], "big") % (i + 1)
-                k += 4
-                perm[i], perm[j] = perm[j], perm[i]
-            rows.append(perm)
-        return torch.tensor(rows, dtype=torch.int64)
+        steps = positions - 1  # channel c draws words c * steps .. (c + 1) * steps - 1
+        words = np.frombuffer(draws, dtype=">u4")[: channels * steps].astype(np.int64)
+        words = words.reshape(channels, steps)
+        perm = np.tile(np.arange(positions, dtype=np.int64), (channels, 1))
+        rows = np.arange(channels)
+        for step, i in enumerate(range(positions - 1, 0, -1)):  # every channel's swap at once
+            j = words[:, step] % (i + 1)
+            held = perm[rows, i].copy()
+            perm[rows, i] = perm[rows, j]
+            perm[rows, j] = held
+        return torch.from_numpy(perm)
 
     def protect(self, y: Tensor, key: SplitKey, nonce: bytes) -> Tensor:
         c, h, w = y.shape

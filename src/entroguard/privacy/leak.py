@@ -83,7 +83,8 @@ def leak_rows(
     yield from _side_channel_rows(context, base, views, seed)
     yield base | {"point": "reference", "probe": "chance", "top1": 1 / len(victim.classes)}
     yield base | {"point": "reference", "probe": "model", "top1": context.model_top1}
-    cost = victim_cost(model, context.latents["victim"], victim.labels, views["victim"])
+    cost = victim_cost(model, context.latents["victim"], context.coded("victim", views["victim"]),
+                       victim.labels, views["victim"])  # fmt: skip
     yield base | {"point": "reference", "probe": "victim", "top1": cost.pop("victim_top1")} | cost
 
 
@@ -106,15 +107,17 @@ def _probe_row(context: LeakContext, kind: str, shadow_x: Tensor, victim_x: Tens
 
 @torch.no_grad()
 def victim_cost(
-    model: SplitClassifier, latents: Tensor, labels: Tensor, view: ProtectionView
+    model: SplitClassifier, latents: Tensor, coded: Tensor, labels: Tensor, view: ProtectionView
 ) -> dict:
-    """What the protection costs the victim, through real coding of the head's ``latents``
-    (N, C, h, w): mean payload bytes, top-1 (``victim_top1``) and the share of predictions
+    """What the protection costs the victim, through real coding: the head's ``latents``
+    (N, C, h, w) as ``view``'s protection codes them (``coded``), decoded and undone by the
+    keyed tail: mean payload bytes, top-1 (``victim_top1``) and the share of predictions
     equal to the unprotected model's."""
     payload, agree, correct = [], 0, 0
-    for y, y_true in zip(latents.split(500), labels.split(500), strict=True):
+    for y, sent, y_true in zip(latents.split(500), coded.split(500), labels.split(500),
+                               strict=True):  # fmt: skip
         first = len(payload)
-        strings = model.codec.compress(view.head_latent(y, first))
+        strings = model.codec.compress(sent)
         payload += [sum(map(len, s)) for s in strings]
         y_hat = view.tail_latent(model.codec.decompress(strings, tuple(y.shape[-2:])), first)
         plain = model.classify(model.codec.quantize(y)).argmax(1)

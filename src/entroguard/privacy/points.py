@@ -58,19 +58,17 @@ def tail_features(
 
 @torch.no_grad()
 def view_features(
-    model: SplitClassifier, latents: Tensor, plain: dict[str, Tensor], view: ProtectionView,
+    model: SplitClassifier, coded: Tensor, plain: dict[str, Tensor], view: ProtectionView,
     batch: int = 500,
 ) -> dict[str, Tensor]:  # fmt: skip
-    """What an observer under ``view``'s protection sees, from the head ``latents`` and the
+    """What an observer under ``view``'s protection sees, from the latents the head codes
+    under it (``coded``: :meth:`ProtectionView.protect_all` of the head's latents) and the
     unprotected features ``plain`` (:func:`tail_features`): the protected latent that travels,
     and noised intermediate features where the protection noises them. A point the protection
     leaves alone is ``plain``'s own tensor."""
     seen = dict(plain)
     if "latent" in plain and view.keyed is not None:
-        seen["latent"] = torch.cat([
-            model.codec.quantize(view.head_latent(y, start)).float()
-            for start, y in zip(range(0, len(latents), batch), latents.split(batch), strict=True)
-        ])  # fmt: skip
+        seen["latent"] = torch.cat([model.codec.quantize(y).float() for y in coded.split(batch)])
     for name in ("g_s", "stage1", "stage2"):
         if name in plain:
             seen[name] = view.observed(name, plain[name])
@@ -92,6 +90,7 @@ def features_at_points(
     (the tail removes its noise, so the logits are the model's own).
     """
     _check_points(points)
+    view = view or ProtectionView()
     latents = head_latents(model, images, batch)
     plain = tail_features(model, latents, points, batch)
-    return view_features(model, latents, plain, view or ProtectionView(), batch)
+    return view_features(model, view.protect_all(latents, batch), plain, view, batch)

@@ -74,6 +74,14 @@ class ProtectionView:
         return torch.stack([keyed.protect(y[i], self.key, nonce)
                             for i, nonce in enumerate(self.nonces(start, len(y)))])  # fmt: skip
 
+    def protect_all(self, latents: Tensor, batch: int = 500) -> Tensor:
+        """The latents (N, C, h, w) the head codes for images 0..N-1 of a measurement
+        (``latents`` itself when the protection leaves the latent alone)."""
+        if self.keyed is None:
+            return latents
+        pieces = zip(range(0, len(latents), batch), latents.split(batch), strict=True)
+        return torch.cat([self.head_latent(y, start) for start, y in pieces])
+
     def tail_latent(self, y_hat: Tensor, start: int) -> Tensor:
         """The decoded latent (B, C, h, w) with the protection undone, as the keyed tail has it."""
         keyed = self.keyed

@@ -10,38 +10,28 @@ import torch
 from torch import Tensor
 
 from entroguard.models.split import EncodedBatch, SplitClassifier
-from entroguard.packet import NONCE_BYTES, TAG_BYTES
-from entroguard.privacy.protection_view import ProtectionView
-
-
-def _protected(latents: Tensor, batch: int, view: ProtectionView):
-    for start, y in zip(range(0, len(latents), batch), latents.split(batch), strict=True):
-        yield view.head_latent(y, start)
 
 
 @torch.no_grad()
 def packet_lengths(
-    model: SplitClassifier, latents: Tensor, batch: int = 500, view: ProtectionView | None = None
+    model: SplitClassifier, coded: Tensor, extra_bytes: int = 0, batch: int = 500
 ) -> Tensor:
-    """Bytes of each image's packet (under ``view``'s protection), (N,) float32, from the
-    head's latents (N, C, h, w) (:func:`entroguard.privacy.points.head_latents`)."""
-    view = view or ProtectionView()
-    extra = (NONCE_BYTES + TAG_BYTES) if view.keyed is not None else 0
+    """Bytes of each image's packet, (N,) float32, from the latents the head codes (N, C, h, w)
+    (:meth:`ProtectionView.protect_all` of :func:`entroguard.privacy.points.head_latents`),
+    plus ``extra_bytes`` a protected packet carries (nonce and tag)."""
     sizes = []
-    for y in _protected(latents, batch, view):
+    for y in coded.split(batch):
         packets = model.packets(EncodedBatch(model.codec.compress(y), tuple(y.shape[-2:])))
-        sizes += [len(p) + extra for p in packets]
+        sizes += [len(p) + extra_bytes for p in packets]
     return torch.tensor(sizes, dtype=torch.float32)
 
 
 @torch.no_grad()
-def channel_bits(
-    model: SplitClassifier, latents: Tensor, batch: int = 500, view: ProtectionView | None = None
-) -> Tensor:
+def channel_bits(model: SplitClassifier, coded: Tensor, batch: int = 500) -> Tensor:
     """Estimated bits per latent channel (and hyper-latent channel), (N, C [+ Cz]) float32,
-    of the latent that travels (under ``view``'s protection), from the head's latents."""
+    of the latents the head codes (N, C, h, w)."""
     rows = []
-    for y in _protected(latents, batch, view or ProtectionView()):
+    for y in coded.split(batch):
         out = model.codec.likelihoods(y, "round")
         per = [-torch.log2(lik).flatten(2).sum(2) for lik in out.likelihoods.values()]
         rows.append(torch.cat(per, dim=1).float())
