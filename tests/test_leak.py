@@ -132,15 +132,29 @@ def test_a_shared_context_trains_a_probe_once_per_distinct_input_and_changes_no_
     shadow = default_shadow(load_dataset("fashion-mnist", "train"), 300)
     victim = load_dataset("fashion-mnist", "test").subset(100)
     options = {"points": ("latent", "g_s"), "probes": ("linear",), "progress": False}
-    context = LeakContext(model, shadow, victim, options["points"])
+    context = LeakContext(model, shadow, victim, options["points"], workers=1)
     shared = run_leak(model, "m", shadow, victim, ("none", "keyed_noise", "capr_noise"),
                       context=context, **options)  # fmt: skip
     alone = [row for p in ("none", "keyed_noise", "capr_noise")
-             for row in run_leak(model, "m", shadow, victim, (p,), **options)]  # fmt: skip
+             for row in run_leak(model, "m", shadow, victim, (p,), workers=1,
+                                 **options)]  # fmt: skip
     assert shared == alone
     # none: latent, g_s, channel bits; keyed_noise: a new latent and new bits (its g_s is the
     # plain one); capr_noise: a new g_s only (its latent and bits are the plain ones)
     assert len(context._probes) == 3 + 2 + 1
+    context.close()
     rows = {(r["defense"], r["point"]): r["top1"] for r in shared if r["probe"] == "linear"}
     assert rows["keyed_noise", "g_s"] == rows["none", "g_s"]
     assert rows["capr_noise", "latent"] == rows["none", "latent"]
+
+
+def test_probes_in_worker_processes_give_what_one_process_gives():
+    from entroguard.privacy.leak import run_leak
+
+    model = seeded_model("resnet_s", "fp")
+    shadow = default_shadow(load_dataset("fashion-mnist", "train"), 200)
+    victim = load_dataset("fashion-mnist", "test").subset(60)
+    options = {"points": ("latent", "g_s"), "probes": ("linear", "cnn"), "progress": False}
+    here = run_leak(model, "m", shadow, victim, ("none", "capr_noise"), workers=1, **options)
+    pooled = run_leak(model, "m", shadow, victim, ("none", "capr_noise"), workers=2, **options)
+    assert here == pooled

@@ -472,6 +472,9 @@ def leak(
             "capr_noise; the attacker is retrained against each."
         ),  # fmt: skip
     ] = "none",
+    workers: Annotated[
+        int, typer.Option(help="Processes training probes side by side (0: one per core).")
+    ] = 0,
 ) -> None:
     """What the bitstream leaks: label-recovery probes trained on the attacker's shadow data at
     each point (the decoded latent that travels, after g_s, after two tail stages, the logits),
@@ -489,7 +492,8 @@ def leak(
         chosen = {"points": tuple(points.split(",")), "probes": tuple(probes.split(","))}
         split_model = ref.load()
         chosen["protections"] = tuple(p.strip() for p in protections.split(","))
-        rows = run_leak(split_model, ref.name, shadow, victim, seed=seed, **chosen)
+        rows = run_leak(split_model, ref.name, shadow, victim, seed=seed,
+                        workers=workers or None, **chosen)  # fmt: skip
     except (EntroguardError, ValueError) as exc:
         _fail(exc)
     if as_json:

@@ -11,6 +11,7 @@ across different inputs: an adaptive attacker is always trained on what it sees.
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import Future
 from functools import cached_property
 
 import torch
@@ -20,7 +21,7 @@ from entroguard.data.imageset import ImageSet
 from entroguard.models.split import SplitClassifier
 from entroguard.packet import NONCE_BYTES, TAG_BYTES
 from entroguard.privacy.points import head_latents, tail_features, view_features
-from entroguard.privacy.probes import ProbeResult, train_probe
+from entroguard.privacy.probe_pool import ProbePool
 from entroguard.privacy.protection_view import ProtectionView
 from entroguard.privacy.side_channel import channel_bits, packet_lengths
 
@@ -39,11 +40,14 @@ def digest(*tensors: Tensor) -> str:
 
 class LeakContext:
     """Latents, unprotected features and memoised probes of ``model`` on ``shadow`` (the
-    attacker's images) and ``victim`` (the scored test images), at ``points``."""
+    attacker's images) and ``victim`` (the scored test images), at ``points``; probes train
+    in ``workers`` processes (:class:`ProbePool`; default one per core). Use it in a ``with``
+    block, or call :meth:`close`, to stop the workers."""
 
     def __init__(self, model: SplitClassifier, shadow: ImageSet, victim: ImageSet,
-                 points: tuple[str, ...]) -> None:  # fmt: skip
+                 points: tuple[str, ...], workers: int | None = None) -> None:  # fmt: skip
         self.model, self.points = model, points
+        self.pool = ProbePool(workers)
         self.sets = {"shadow": shadow, "victim": victim}
         images = {k: s.to_float(slice(0, len(s))) for k, s in self.sets.items()}
         self.latents = {k: head_latents(model, x) for k, x in images.items()}
@@ -51,7 +55,7 @@ class LeakContext:
         self._coded: dict[tuple, Tensor] = {}
         self._lengths: dict[tuple, Tensor] = {}
         self._bits: dict[tuple, Tensor] = {}
-        self._probes: dict[tuple, ProbeResult] = {}
+        self._probes: dict[tuple, Future] = {}
 
     @cached_property
     @torch.no_grad()
@@ -93,9 +97,20 @@ class LeakContext:
         return self._bits[key]
 
     def probe(self, kind: str, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor],
-              test: tuple[Tensor, Tensor], seed: int) -> ProbeResult:  # fmt: skip
-        """:func:`train_probe`, trained once per distinct (kind, seed, inputs)."""
+              test: tuple[Tensor, Tensor], seed: int) -> Future:  # fmt: skip
+        """A future of :func:`~entroguard.privacy.probes.train_probe`'s result, trained once
+        per distinct (kind, seed, inputs)."""
         key = (kind, seed, digest(*train, *val, *test))
         if key not in self._probes:
-            self._probes[key] = train_probe(kind, train, val, test, seed=seed)
+            self._probes[key] = self.pool.submit(kind, train, val, test, seed)
         return self._probes[key]
+
+    def close(self) -> None:
+        """Stop the probe workers."""
+        self.pool.close()
+
+    def __enter__(self) -> LeakContext:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

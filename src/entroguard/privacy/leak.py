@@ -8,6 +8,7 @@ and is scored on the test set; a shadow set drawn from the victim's test split i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future
 
 import torch
 from torch import Tensor
@@ -18,7 +19,7 @@ from entroguard.models.split import SplitClassifier
 from entroguard.privacy.context import LeakContext
 from entroguard.privacy.keyed import check_protection
 from entroguard.privacy.points import POINTS
-from entroguard.privacy.probes import PROBES
+from entroguard.privacy.probes import PROBES, ProbeResult
 from entroguard.privacy.protection_view import ProtectionView
 from entroguard.privacy.side_channel import length_classifier_top1
 
@@ -64,27 +65,52 @@ def leak_rows(
     keyed = ProtectionView(protection).keyed
     if keyed is not None:
         check_protection(model, keyed)
+    own = context is None
     context = context or LeakContext(model, shadow, victim, points)
     if context.sets["shadow"] is not shadow or context.sets["victim"] is not victim \
             or not set(points) <= set(context.points):  # fmt: skip
         raise ValueError("the leak context was made for other images or points")
-    views = {
-        "shadow": ProtectionView(protection, seed + 1),
-        "victim": ProtectionView(protection, seed),
-    }
+    try:
+        yield from _rows(context, name, points, probes, protection, seed, progress)
+    finally:
+        if own:
+            context.close()
+
+
+def _rows(context: LeakContext, name: str, points, probes, protection: str, seed: int,
+          progress: bool) -> Iterator[dict]:  # fmt: skip
+    """:func:`leak_rows` once checked: every probe is handed to the pool first, and the side
+    channels and the victim's cost are measured here while the probes train."""
+    shadow, victim = context.sets["shadow"], context.sets["victim"]
+    views = {"shadow": ProtectionView(protection, seed + 1),
+             "victim": ProtectionView(protection, seed)}  # fmt: skip
     feats = {party: context.features(party, view) for party, view in views.items()}
     base = {"model": name, "defense": protection, "n_shadow": len(shadow),
             "n_test": len(victim)}  # fmt: skip
     jobs = [(p, k) for p in points for k in probes if k != "cnn" or feats["shadow"][p].dim() == 4]
-    for point, kind in tqdm(jobs, desc=f"leak {name} {protection}", disable=not progress,
-                            leave=False):  # fmt: skip
-        yield base | _probe_row(context, kind, feats["shadow"][point], feats["victim"][point],
-                                seed) | {"point": point}  # fmt: skip
-    yield from _side_channel_rows(context, base, views, seed)
+    trained = [
+        (point, kind, _submit(context, kind, feats["shadow"][point], feats["victim"][point], seed))
+        for point, kind in jobs
+    ]
+    bits = {party: context.bits(party, view) for party, view in views.items()}
+    trained.append(("channel_bits", "mlp", _submit(context, "mlp", bits["shadow"],
+                                                   bits["victim"], seed)))  # fmt: skip
+    lengths = {party: context.lengths(party, view) for party, view in views.items()}
+    by_length = length_classifier_top1(lengths["shadow"], shadow.labels, lengths["victim"],
+                                       victim.labels)  # fmt: skip
+    cost = victim_cost(
+        context.model,
+        context.latents["victim"],
+        context.coded("victim", views["victim"]),
+        victim.labels,
+        views["victim"],
+    )
+    for point, kind, future in tqdm(trained, desc=f"leak {name} {protection}",
+                                    disable=not progress, leave=False):  # fmt: skip
+        yield base | {"point": point} | _probe_fields(kind, future.result())
+    yield base | {"point": "packet_length", "probe": "histogram", "top1": by_length}
     yield base | {"point": "reference", "probe": "chance", "top1": 1 / len(victim.classes)}
     yield base | {"point": "reference", "probe": "model", "top1": context.model_top1}
-    cost = victim_cost(model, context.latents["victim"], context.coded("victim", views["victim"]),
-                       victim.labels, views["victim"])  # fmt: skip
     yield base | {"point": "reference", "probe": "victim", "top1": cost.pop("victim_top1")} | cost
 
 
@@ -96,11 +122,15 @@ def _check_sets(shadow: ImageSet, victim: ImageSet) -> None:
         )
 
 
-def _probe_row(context: LeakContext, kind: str, shadow_x: Tensor, victim_x: Tensor,
-               seed: int) -> dict:  # fmt: skip
-    labels = context.sets["shadow"].labels
-    train, val = _split(shadow_x, labels)
-    result = context.probe(kind, train, val, (victim_x, context.sets["victim"].labels), seed)
+def _submit(context: LeakContext, kind: str, shadow_x: Tensor, victim_x: Tensor,
+            seed: int) -> Future:  # fmt: skip
+    """Train a ``kind`` probe on the shadow features (held-out split for early stopping),
+    scored on the victim's."""
+    train, val = _split(shadow_x, context.sets["shadow"].labels)
+    return context.probe(kind, train, val, (victim_x, context.sets["victim"].labels), seed)
+
+
+def _probe_fields(kind: str, result: ProbeResult) -> dict:
     return {"probe": kind, "top1": result.top1, "val_top1": result.val_top1,
             "epochs": result.epochs, "stopped_early": result.stopped_early}  # fmt: skip
 
@@ -128,25 +158,20 @@ def victim_cost(
     return {"payload_bytes": sum(payload) / n, "agreement": agree / n, "victim_top1": correct / n}
 
 
-def _side_channel_rows(context: LeakContext, base: dict, views: dict, seed: int):
-    shadow, victim = context.sets["shadow"], context.sets["victim"]
-    lengths = {party: context.lengths(party, view) for party, view in views.items()}
-    acc = length_classifier_top1(lengths["shadow"], shadow.labels, lengths["victim"],
-                                 victim.labels)  # fmt: skip
-    yield base | {"point": "packet_length", "probe": "histogram", "top1": acc}
-    bits = {party: context.bits(party, view) for party, view in views.items()}
-    yield base | _probe_row(context, "mlp", bits["shadow"], bits["victim"], seed) | {
-        "point": "channel_bits"}  # fmt: skip
-
-
 def run_leak(model: SplitClassifier, name: str, shadow: ImageSet, victim: ImageSet,
              protections: tuple[str, ...] = ("none",), **options) -> list[dict]:  # fmt: skip
     """All rows of :func:`leak_rows` for each of ``protections``, as a list, sharing one
-    :class:`LeakContext` (seeded: the same inputs give the same rows)."""
+    :class:`LeakContext` (``options``: :func:`leak_rows`'s, and ``workers`` for the probes
+    when no ``context`` is given). Seeded: the same inputs give the same rows."""
     torch.manual_seed(options.get("seed", 0))
-    context = options.pop("context", None) or LeakContext(
-        model, shadow, victim, options.get("points", POINTS)
-    )
-    return [row for protection in protections
-            for row in leak_rows(model, name, shadow, victim, protection=protection,
-                                 context=context, **options)]  # fmt: skip
+    context, workers = options.pop("context", None), options.pop("workers", None)
+    own = context is None
+    if own:
+        context = LeakContext(model, shadow, victim, options.get("points", POINTS), workers)
+    try:
+        return [row for protection in protections
+                for row in leak_rows(model, name, shadow, victim, protection=protection,
+                                     context=context, **options)]  # fmt: skip
+    finally:
+        if own:
+            context.close()
