@@ -64,19 +64,25 @@ def run_leak_units(
         return
     train = load_dataset(config.dataset, "train")
     shared: tuple[tuple, LeakContext] | None = None  # one model and entry at a time
-    for unit in tqdm(units, desc="leak", unit="measurement", disable=not progress,
-                     dynamic_ncols=True):  # fmt: skip
-        start = time.perf_counter()
-        if shared is None or shared[0] != (unit.ref.name, unit.entry, unit.n_test):
-            shared = None  # free the previous model's features first
-            shadow = default_shadow(train, unit.entry.shadow_images)
-            context = LeakContext(unit.ref.load(), shadow, victim.subset(unit.n_test),
-                                  unit.entry.points)  # fmt: skip
-            shared = ((unit.ref.name, unit.entry, unit.n_test), context)
-        context = shared[1]
-        rows = run_leak(
-            context.model, unit.ref.name, context.sets["shadow"], context.sets["victim"],
-            (unit.protection,), points=unit.entry.points, probes=unit.entry.probes,
-            seed=config.seed, progress=progress, context=context,
-        )  # fmt: skip
-        store.add_leak(unit.key, unit.ref.info(), rows, time.perf_counter() - start)
+    try:
+        for unit in tqdm(units, desc="leak", unit="measurement", disable=not progress,
+                         dynamic_ncols=True):  # fmt: skip
+            start = time.perf_counter()
+            if shared is None or shared[0] != (unit.ref.name, unit.entry, unit.n_test):
+                if shared is not None:
+                    shared[1].close()
+                shared = None  # free the previous model's features first
+                shadow = default_shadow(train, unit.entry.shadow_images)
+                context = LeakContext(unit.ref.load(), shadow, victim.subset(unit.n_test),
+                                      unit.entry.points)  # fmt: skip
+                shared = ((unit.ref.name, unit.entry, unit.n_test), context)
+            context = shared[1]
+            rows = run_leak(
+                context.model, unit.ref.name, context.sets["shadow"], context.sets["victim"],
+                (unit.protection,), points=unit.entry.points, probes=unit.entry.probes,
+                seed=config.seed, progress=progress, context=context,
+            )  # fmt: skip
+            store.add_leak(unit.key, unit.ref.info(), rows, time.perf_counter() - start)
+    finally:
+        if shared is not None:
+            shared[1].close()

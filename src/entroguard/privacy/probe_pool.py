@@ -50,6 +50,10 @@ class ProbePool:
             done: Future = Future()
             done.set_result(_train(kind, train, val, test, seed))
             return done
+        for t in (*train, *val, *test):
+            # moved to shared memory here, not by the queue's feeder thread, which would swap
+            # the storage under this thread's feet while it reads the same features
+            t.share_memory_()
         if self._pool is None:
             spawn = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(self.workers, spawn, _init_worker)
