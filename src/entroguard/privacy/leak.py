@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -61,40 +62,58 @@ def leak_rows(
     through the same protection with its own key and draws, the victim's with the victim's.
     ``context`` (:class:`LeakContext`) shares latents, features and probes between the
     protections measured on the same model and images."""
-    _check_sets(shadow, victim)
-    keyed = ProtectionView(protection).keyed
-    if keyed is not None:
-        check_protection(model, keyed)
     own = context is None
     context = context or LeakContext(model, shadow, victim, points)
-    if context.sets["shadow"] is not shadow or context.sets["victim"] is not victim \
-            or not set(points) <= set(context.points):  # fmt: skip
-        raise ValueError("the leak context was made for other images or points")
     try:
-        yield from _rows(context, name, points, probes, protection, seed, progress)
+        _check(context, shadow, victim, points, protection)
+        yield from _finish(_start(context, name, points, probes, protection, seed), progress)
     finally:
         if own:
             context.close()
 
 
-def _rows(context: LeakContext, name: str, points, probes, protection: str, seed: int,
-          progress: bool) -> Iterator[dict]:  # fmt: skip
-    """:func:`leak_rows` once checked: every probe is handed to the pool first, and the side
-    channels and the victim's cost are measured here while the probes train."""
+def _check(context: LeakContext, shadow: ImageSet, victim: ImageSet, points, protection) -> None:
+    _check_sets(shadow, victim)
+    keyed = ProtectionView(protection).keyed
+    if keyed is not None:
+        check_protection(context.model, keyed)
+    if context.sets["shadow"] is not shadow or context.sets["victim"] is not victim \
+            or not set(points) <= set(context.points):  # fmt: skip
+        raise ValueError("the leak context was made for other images or points")
+
+
+@dataclass
+class _Pending:
+    """A protection's rows, in order, each with the probe (a future) that completes it."""
+
+    desc: str
+    rows: list[tuple[dict, Future | None]]
+
+
+COST = {"linear": 1, "mlp": 3, "cnn": 12}
+"""Rough training cost of a probe per feature element: the costliest are queued first, so
+the workers do not wait on one long probe at the end."""
+
+
+def _start(context: LeakContext, name: str, points, probes, protection: str,
+           seed: int) -> _Pending:  # fmt: skip
+    """Hand every probe of ``protection`` to the pool (costliest first), then measure the side
+    channels and the victim's cost here while they train."""
     shadow, victim = context.sets["shadow"], context.sets["victim"]
     views = {"shadow": ProtectionView(protection, seed + 1),
              "victim": ProtectionView(protection, seed)}  # fmt: skip
     feats = {party: context.features(party, view) for party, view in views.items()}
-    base = {"model": name, "defense": protection, "n_shadow": len(shadow),
-            "n_test": len(victim)}  # fmt: skip
-    jobs = [(p, k) for p in points for k in probes if k != "cnn" or feats["shadow"][p].dim() == 4]
-    trained = [
-        (point, kind, _submit(context, kind, feats["shadow"][point], feats["victim"][point], seed))
-        for point, kind in jobs
-    ]
     bits = {party: context.bits(party, view) for party, view in views.items()}
-    trained.append(("channel_bits", "mlp", _submit(context, "mlp", bits["shadow"],
-                                                   bits["victim"], seed)))  # fmt: skip
+    feats["shadow"]["channel_bits"], feats["victim"]["channel_bits"] = (
+        bits["shadow"],
+        bits["victim"],
+    )
+    jobs = [(p, k) for p in points for k in probes if k != "cnn" or feats["shadow"][p].dim() == 4]
+    jobs.append(("channel_bits", "mlp"))
+    futures = {}
+    for point, kind in sorted(jobs, key=lambda j: -COST[j[1]] * feats["shadow"][j[0]][0].numel()):
+        futures[point, kind] = _submit(context, kind, feats["shadow"][point],
+                                       feats["victim"][point], seed)  # fmt: skip
     lengths = {party: context.lengths(party, view) for party, view in views.items()}
     by_length = length_classifier_top1(lengths["shadow"], shadow.labels, lengths["victim"],
                                        victim.labels)  # fmt: skip
@@ -105,13 +124,24 @@ def _rows(context: LeakContext, name: str, points, probes, protection: str, seed
         victim.labels,
         views["victim"],
     )
-    for point, kind, future in tqdm(trained, desc=f"leak {name} {protection}",
-                                    disable=not progress, leave=False):  # fmt: skip
-        yield base | {"point": point} | _probe_fields(kind, future.result())
-    yield base | {"point": "packet_length", "probe": "histogram", "top1": by_length}
-    yield base | {"point": "reference", "probe": "chance", "top1": 1 / len(victim.classes)}
-    yield base | {"point": "reference", "probe": "model", "top1": context.model_top1}
-    yield base | {"point": "reference", "probe": "victim", "top1": cost.pop("victim_top1")} | cost
+    base = {"model": name, "defense": protection, "n_shadow": len(shadow),
+            "n_test": len(victim)}  # fmt: skip
+    rows = [(base | {"point": p, "probe": k}, futures[p, k]) for p, k in jobs]
+    rows += [
+        (base | {"point": "packet_length", "probe": "histogram", "top1": by_length}, None),
+        (base | {"point": "reference", "probe": "chance", "top1": 1 / len(victim.classes)}, None),
+        (base | {"point": "reference", "probe": "model", "top1": context.model_top1}, None),
+        (base | {"point": "reference", "probe": "victim", "top1": cost.pop("victim_top1")}
+         | cost, None),
+    ]  # fmt: skip
+    return _Pending(f"leak {name} {protection}", rows)
+
+
+def _finish(pending: _Pending, progress: bool) -> Iterator[dict]:
+    """The rows, each as soon as its probe has trained."""
+    for fields, future in tqdm(pending.rows, desc=pending.desc, disable=not progress,
+                               leave=False):  # fmt: skip
+        yield fields if future is None else fields | _probe_fields(future.result())
 
 
 def _check_sets(shadow: ImageSet, victim: ImageSet) -> None:
@@ -130,9 +160,13 @@ def _submit(context: LeakContext, kind: str, shadow_x: Tensor, victim_x: Tensor,
     return context.probe(kind, train, val, (victim_x, context.sets["victim"].labels), seed)
 
 
-def _probe_fields(kind: str, result: ProbeResult) -> dict:
-    return {"probe": kind, "top1": result.top1, "val_top1": result.val_top1,
-            "epochs": result.epochs, "stopped_early": result.stopped_early}  # fmt: skip
+def _probe_fields(result: ProbeResult) -> dict:
+    return {
+        "top1": result.top1,
+        "val_top1": result.val_top1,
+        "epochs": result.epochs,
+        "stopped_early": result.stopped_early,
+    }
 
 
 @torch.no_grad()
@@ -168,10 +202,14 @@ def run_leak(model: SplitClassifier, name: str, shadow: ImageSet, victim: ImageS
     own = context is None
     if own:
         context = LeakContext(model, shadow, victim, options.get("points", POINTS), workers)
+    points = options.get("points", POINTS)
+    probes, seed = options.get("probes", PROBES), options.get("seed", 0)
     try:
-        return [row for protection in protections
-                for row in leak_rows(model, name, shadow, victim, protection=protection,
-                                     context=context, **options)]  # fmt: skip
+        for protection in protections:
+            _check(context, shadow, victim, points, protection)
+        # every protection's probes are queued before any is awaited: no idle workers between
+        pending = [_start(context, name, points, probes, p, seed) for p in protections]
+        return [row for p in pending for row in _finish(p, options.get("progress", True))]
     finally:
         if own:
             context.close()
