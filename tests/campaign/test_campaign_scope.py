@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from entroguard.campaign import ConfigError, run_campaign
 from entroguard.campaign.config import parse_config
@@ -130,3 +131,21 @@ def test_the_shipped_example_configs_parse_and_deploy_the_demo_object_tv():
         cfg = load_config(path)
         if "object_tv" in cfg.defenses:
             assert cfg.defense_params["object_tv"] == OBJECT_TV_DEPLOYED, path.name
+
+
+def test_a_rerun_with_other_settings_is_refused_and_a_larger_grid_extends(tiny_zoo, tmp_path):
+    from entroguard.campaign.store import ResultStore
+
+    base = {"n_images": 4, "batch_size": 4, "models": "zoo", "threats": ["clean"]}
+    run_campaign(parse_config(base), tmp_path, zoo_dir=tiny_zoo, progress=False)
+    with pytest.raises(ConfigError, match=r"n_images=4; this config has n_images=8\. .*--out"):
+        run_campaign(parse_config(base | {"n_images": 8}), tmp_path, zoo_dir=tiny_zoo,
+                     progress=False)  # fmt: skip
+    wider = base | {"threats": ["clean", {"corruption": ["fog"], "severities": [1]}]}
+    run_campaign(parse_config(wider), tmp_path, zoo_dir=tiny_zoo, progress=False)
+    with ResultStore(tmp_path / "results.sqlite") as store:
+        assert {c["threat"] for c in store.conditions()} == {"clean", "corruption/fog"}
+        runs = store.runs()
+    assert len(runs) == 2 and runs[0]["identity"]["n_images"] == 4
+    assert runs[1]["provenance"]["versions"]["torch"] == torch.__version__.split("+")[0]
+    assert "corruption/fog" not in runs[0]["config"] and "fog" in runs[1]["config"]

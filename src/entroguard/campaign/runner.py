@@ -25,6 +25,7 @@ from entroguard.campaign.export import write_csv, write_leak_csv
 from entroguard.campaign.leak_runner import plan_leak, run_leak_units
 from entroguard.campaign.measurer import ConditionResult, Measurer, Task, threatened
 from entroguard.campaign.models import ModelRef, resolve_models
+from entroguard.campaign.provenance import check_resume, config_record, identity, provenance
 from entroguard.campaign.store import ConditionId, ResultStore
 from entroguard.data import ImageSet, load_dataset
 from entroguard.errors import EntroguardError
@@ -109,8 +110,16 @@ def run_campaign(
     workers = workers if workers > 0 else default_workers(len(refs))
     data = load_dataset(config.dataset, "test").subset(config.n_images)
     with ResultStore(out_dir / "results.sqlite") as store:
-        tasks = plan_tasks(config, refs, len(data), store.done_keys())
+        check_resume(store.measured_identity(), identity(config), out_dir)
+        done = store.done_keys()
+        tasks = plan_tasks(config, refs, len(data), done)
         leak_units = plan_leak(config, refs, len(data), store.leak_done_units())
+        store.add_run(identity(config), config_record(config), provenance())
+        if done and progress and (tasks or leak_units):
+            tqdm.write(
+                f"{out_dir}: {len(done)} conditions already measured are kept; "
+                f"{len(tasks)} tasks and {len(leak_units)} leak measurements to go"
+            )
         measurer = Measurer(data, config.batch_size, config.seed, config.defense_params)
         bar = tqdm(total=sum(t.n * len(t.defenses) for t in tasks), unit="img", desc="campaign",
                    disable=not progress, dynamic_ncols=True)  # fmt: skip

@@ -8,6 +8,7 @@ writes a duplicate (the condition key is the primary key).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -44,6 +45,10 @@ CREATE TABLE IF NOT EXISTS leak (
     payload_bytes REAL, agreement REAL,
     seconds REAL NOT NULL, finished_at REAL NOT NULL,
     PRIMARY KEY (unit, point, probe)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    started_at REAL NOT NULL,
+    identity TEXT NOT NULL, config TEXT NOT NULL, provenance TEXT NOT NULL
 );
 """
 LEAK_COLUMNS = (
@@ -124,6 +129,29 @@ class ResultStore:
                     strict=True,
                 ),
             )
+
+    def add_run(self, identity: dict, config: str, provenance: dict) -> None:
+        """Record one run of a campaign into this store (its settings, config and provenance)."""
+        with self.db:
+            self.db.execute("INSERT INTO runs VALUES (?,?,?,?)", (time.time(),
+                            json.dumps(identity, sort_keys=True), config,
+                            json.dumps(provenance, sort_keys=True)))  # fmt: skip
+
+    def runs(self) -> list[dict]:
+        """Every recorded run, oldest first: ``started_at``, ``identity``, ``config`` (JSON
+        text) and ``provenance``."""
+        cur = self.db.execute("SELECT started_at, identity, config, provenance FROM runs "
+                              "ORDER BY rowid")  # fmt: skip
+        return [{"started_at": t, "identity": json.loads(i), "config": c,
+                 "provenance": json.loads(p)} for t, i, c, p in cur]  # fmt: skip
+
+    def measured_identity(self) -> dict | None:
+        """The settings the stored results were measured with (None: nothing measured yet)."""
+        has_results = self.db.execute(
+            "SELECT EXISTS(SELECT 1 FROM conditions) OR EXISTS(SELECT 1 FROM leak)"
+        ).fetchone()[0]
+        runs = self.runs()
+        return runs[0]["identity"] if has_results and runs else None
 
     def leak_done_units(self) -> set[str]:
         """Keys of the leak measurements (a model under a protection) already done."""
