@@ -89,12 +89,17 @@ def test_corruptions_are_reproducible_across_runs(tiny_zoo, tmp_path):
         ({"threats": [{"attack": "rate_pgd", "eps": "big"}]}, "threats[0].eps"),
         ({"threats": [{"attack": "rate_pgd", "params": {"stepz": 3}}]}, "threats[0].params"),
         ({"threats": [{"attack": "pgd"}]}, "threats[0].attack"),
+        (
+            {"threats": [{"attack": "rate_pgd", "params": {"step_size": 0.1}}]},
+            "threats[0].params: RatePGD: step_size was renamed step_ratio",
+        ),
         ({"threats": []}, "threats"),
         ({"threats": ["clean"], "n_images": 0}, "n_images"),
         ({"threats": ["clean"], "defenses": ["magic"]}, "defenses"),
     ],
 )
 def test_config_errors_name_the_key(raw, key):
+    """Every config error starts with the offending key."""
     with pytest.raises(ConfigError) as info:
         parse_config(raw)
     assert str(info.value).startswith(key), str(info.value)

@@ -183,7 +183,7 @@ def test_attacks_through_object_tv_beat_it_better_than_plain_rate_pgd(trained, i
     defence cost more bytes than those of the same-budget rate attack that ignores it."""
     x = images[0]
     defense = ObjectAwareTV()
-    common = {"steps": 8, "noise_copies": 2, "step_size": 0.2}
+    common = {"steps": 8, "noise_copies": 2, "step_ratio": 0.2}
     plain = RatePGD(EPS, **common)(trained, x, generator=_seed())
     through = RatePGDThrough(EPS, **common, defense="object_tv")(trained, x, generator=_seed())
     assert _payload(trained, defense(trained, through)) > _payload(trained, defense(trained, plain))

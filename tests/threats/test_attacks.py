@@ -80,16 +80,21 @@ def test_registry_builds_by_name_with_eps_in_grey_levels():
 
 
 def test_repr_shows_hyper_parameters():
-    text = repr(RatePGD(8 / 255, steps=7, step_size=0.2, norm="l2", noise_copies=3))
-    for part in ("RatePGD(", "eps=0.0313725", "steps=7", "step_size=0.2", "norm='l2'",
+    text = repr(RatePGD(8 / 255, steps=7, step_ratio=0.2, norm="l2", noise_copies=3))
+    for part in ("RatePGD(", "eps=0.0313725", "steps=7", "step_ratio=0.2", "norm='l2'",
                  "quantization='noise'", "noise_copies=3", "random_start=False"):  # fmt: skip
         assert part in text
     assert repr(SignNoise(0.5)) == "SignNoise(eps=0.5)"
     assert "ClassifierPGD(eps=0.0313725, steps=20" in repr(ClassifierPGD())
 
 
-def test_step_size_is_a_fraction_of_eps():
-    assert RatePGD(16 / 255, step_size=0.1).alpha == pytest.approx(1.6 / 255)
+def test_step_ratio_is_a_fraction_of_eps_and_alpha_an_absolute_step():
+    assert RatePGD(16 / 255, step_ratio=0.1).alpha == pytest.approx(1.6 / 255)
+    assert RatePGD(8 / 255, alpha=2 / 255).step_ratio == pytest.approx(0.25)
+    with pytest.raises(TypeError, match="step_size was renamed step_ratio.*alpha"):
+        RatePGD(8 / 255, step_size=2 / 255)  # the torchattacks habit, read as a fraction
+    with pytest.raises(TypeError, match="did you mean noise_copies"):
+        RatePGD(8 / 255, noise_copy=4)
 
 
 @pytest.mark.parametrize(
@@ -97,7 +102,7 @@ def test_step_size_is_a_fraction_of_eps():
     [
         (lambda: RatePGD(-1.0), "eps"),
         (lambda: RatePGD(EPS, steps=0), "steps"),
-        (lambda: RatePGD(EPS, step_size=0), "step_size"),
+        (lambda: RatePGD(EPS, step_ratio=0), "step_ratio"),
         (lambda: RatePGD(EPS, norm="l1"), "norm"),
         (lambda: RatePGD(EPS, quantization="round"), "quantization"),
         (lambda: RatePGD(EPS, noise_copies=0), "noise_copies"),

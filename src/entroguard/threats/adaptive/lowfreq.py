@@ -35,7 +35,7 @@ class RateLowFreq(RatePGD):
 
     1. the gradient of the rate at ``clip(x + delta)`` is projected onto the band (DCT,
        mask, inverse DCT: an orthogonal projection, so it is still an ascent direction);
-    2. the step moves along it by ``alpha = step_size * eps``: scaled so that its largest
+    2. the step moves along it by ``alpha = step_ratio * eps``: scaled so that its largest
        pixel change is ``alpha`` (``"linf"``: a sign step would leave the band) or its L2
        norm is ``alpha`` (``"l2"``); scaling keeps the band;
     3. ``box_iters`` rounds of alternating projections between the band and the box
@@ -51,7 +51,7 @@ class RateLowFreq(RatePGD):
     alternating projections keep that residual small; tests measure it.
 
     Args:
-        eps, steps, step_size, norm, quantization, noise_copies, random_start: as
+        eps, steps, step_ratio, norm, quantization, noise_copies, random_start: as
             :class:`~entroguard.threats.attacks.RatePGD` (the random start is drawn in the
             band).
         fraction: fraction of the H x W DCT frequencies the perturbation may use (paper: 0.1).
@@ -67,7 +67,7 @@ class RateLowFreq(RatePGD):
         self,
         eps: float = 8 / 255,
         steps: int = 20,
-        step_size: float = 0.1,
+        step_ratio: float = 0.1,
         norm: Norm = "linf",
         quantization: AttackQuantization = "noise",
         noise_copies: int = 16,
@@ -75,8 +75,20 @@ class RateLowFreq(RatePGD):
         fraction: float = 0.1,
         box_iters: int = 10,
         defense: str = "object_tv",
+        alpha: float | None = None,
+        **unknown: object,
     ) -> None:
-        super().__init__(eps, steps, step_size, norm, quantization, noise_copies, random_start)
+        super().__init__(
+            eps,
+            steps,
+            step_ratio,
+            norm,
+            quantization,
+            noise_copies,
+            random_start,
+            alpha=alpha,
+            **unknown,
+        )
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         if int(box_iters) != box_iters or box_iters < 0:

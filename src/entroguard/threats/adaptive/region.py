@@ -43,7 +43,7 @@ class RateRegion(RatePGD):
     only the loss is.
 
     Args:
-        eps, steps, step_size, norm, quantization, noise_copies, random_start: as
+        eps, steps, step_ratio, norm, quantization, noise_copies, random_start: as
             :class:`~entroguard.threats.attacks.RatePGD`.
         top_fraction: fraction of the latent positions in the region (default 0.25).
         defense: the defence this attack is meant to evade (recorded in ``adapts_to``; the
@@ -57,15 +57,27 @@ class RateRegion(RatePGD):
         self,
         eps: float = 8 / 255,
         steps: int = 20,
-        step_size: float = 0.1,
+        step_ratio: float = 0.1,
         norm: Norm = "linf",
         quantization: AttackQuantization = "noise",
         noise_copies: int = 16,
         random_start: bool = False,
         top_fraction: float = 0.25,
         defense: str = "object_tv",
+        alpha: float | None = None,
+        **unknown: object,
     ) -> None:
-        super().__init__(eps, steps, step_size, norm, quantization, noise_copies, random_start)
+        super().__init__(
+            eps,
+            steps,
+            step_ratio,
+            norm,
+            quantization,
+            noise_copies,
+            random_start,
+            alpha=alpha,
+            **unknown,
+        )
         if not 0.0 < top_fraction <= 1.0:
             raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
         self.top_fraction = float(top_fraction)

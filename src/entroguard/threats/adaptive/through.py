@@ -24,7 +24,7 @@ class RatePGDThrough(RatePGD):
     generator; the built-in defences are deterministic, so one sample is enough.
 
     Args:
-        eps, steps, step_size, norm, quantization, noise_copies, random_start: as
+        eps, steps, step_ratio, norm, quantization, noise_copies, random_start: as
             :class:`~entroguard.threats.attacks.RatePGD`.
         defense: the defence's name (``entroguard.defenses.known_defenses()``).
         defense_params: the defence's hyper-parameters (as it is deployed).
@@ -44,7 +44,7 @@ class RatePGDThrough(RatePGD):
         self,
         eps: float = 8 / 255,
         steps: int = 20,
-        step_size: float = 0.1,
+        step_ratio: float = 0.1,
         norm: Norm = "linf",
         quantization: AttackQuantization = "noise",
         noise_copies: int = 16,
@@ -52,10 +52,22 @@ class RatePGDThrough(RatePGD):
         defense: str = "object_tv",
         defense_params: dict | None = None,
         eot_samples: int = 1,
+        alpha: float | None = None,
+        **unknown: object,
     ) -> None:
         from entroguard.defenses import build_defense
 
-        super().__init__(eps, steps, step_size, norm, quantization, noise_copies, random_start)
+        super().__init__(
+            eps,
+            steps,
+            step_ratio,
+            norm,
+            quantization,
+            noise_copies,
+            random_start,
+            alpha=alpha,
+            **unknown,
+        )
         if int(eot_samples) != eot_samples or eot_samples < 1:
             raise ValueError(f"eot_samples must be a positive integer, got {eot_samples}")
         if defense_params is not None and not isinstance(defense_params, dict):

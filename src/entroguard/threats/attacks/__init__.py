@@ -42,7 +42,7 @@ def build_attack(name: str, eps_255: float, **kwargs) -> Attack:
     Args:
         name: a key of :data:`ATTACKS` (``"rate_pgd"``, ``"clf_pgd"``, ``"noise"``).
         eps_255: budget in grey levels (the ``strength`` of a result row), e.g. 8.
-        kwargs: the attack's other hyper-parameters (steps, step_size, norm, ...).
+        kwargs: the attack's other hyper-parameters (steps, step_ratio or alpha, norm, ...).
     """
     if name not in ATTACKS:
         close = difflib.get_close_matches(name, ATTACKS, n=1)

@@ -149,47 +149,84 @@ class Attack(ABC):
         return f"{type(self).__name__}({args})"
 
 
+RENAMED = {
+    "step_size": "step_size was renamed step_ratio: the step as a fraction of eps (0.1 = "
+    "eps/10); for an absolute step in [0, 1] pixel units as in torchattacks, give alpha "
+    "(alpha=2/255)",
+}
+
+
+def refuse_unknown(cls: type, unknown: dict) -> None:
+    """``TypeError`` for keyword arguments ``cls`` does not take, naming a renamed one's new
+    name or the closest known one."""
+    import difflib
+    import inspect
+
+    for name in unknown:
+        if name in RENAMED:
+            raise TypeError(f"{cls.__name__}: {RENAMED[name]}")
+        inits = [vars(c)["__init__"] for c in cls.__mro__ if "__init__" in vars(c)]
+        skip = ("self", "unknown", "args", "kwargs")
+        known = list(dict.fromkeys(p for f in inits for p in inspect.signature(f).parameters
+                                   if p not in skip))  # fmt: skip
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else f"; it takes {', '.join(known)}"
+        raise TypeError(f"{cls.__name__} got an unexpected argument {name!r}{hint}")
+
+
 class PGDAttack(Attack):
     """Projected gradient ascent on a loss of the model's output (Madry et al. 2018).
 
     Each of ``steps`` iterations takes the gradient of :meth:`loss` with respect to the input
-    only, moves ``alpha = step_size * eps`` along it (sign for ``"linf"``, unit-L2 direction
+    only, moves ``alpha = step_ratio * eps`` along it (sign for ``"linf"``, unit-L2 direction
     per image for ``"l2"``) and projects back onto the budget and [0, 1]. Subclasses define the
     loss; it must be a sum or mean of per-image terms so that images do not interact.
 
     Args:
         eps: budget in [0, 1] pixel units (L-infinity bound or L2 radius per image).
         steps: ascent steps.
-        step_size: step length as a fraction of ``eps``.
+        step_ratio: step length as a fraction of ``eps`` (0.1: ten steps cross the budget).
         norm: ``"linf"`` or ``"l2"``.
         random_start: start from a random point of the budget (drawn from the generator)
             instead of the clean images.
+        alpha: the step length in [0, 1] pixel units instead, as torchattacks' ``alpha``
+            (``alpha=2/255``); it sets ``step_ratio = alpha / eps``.
+
+    The old name ``step_size`` (a fraction of eps that read like torchattacks' absolute step)
+    is refused with a pointer to both.
     """
 
-    hparams: tuple[str, ...] = ("eps", "steps", "step_size", "norm", "random_start")
+    hparams: tuple[str, ...] = ("eps", "steps", "step_ratio", "norm", "random_start")
 
     def __init__(
         self,
         eps: float,
         steps: int = 20,
-        step_size: float = 0.1,
+        step_ratio: float = 0.1,
         norm: Norm = "linf",
         random_start: bool = False,
+        alpha: float | None = None,
+        **unknown: object,
     ) -> None:
+        refuse_unknown(type(self), unknown)
         super().__init__(eps, norm)
         if int(steps) != steps or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps}")
-        if not step_size > 0:
-            raise ValueError(f"step_size must be > 0 (a fraction of eps), got {step_size}")
+        if alpha is not None:
+            if not 0 < alpha <= 1:
+                raise ValueError(f"alpha is a step in [0, 1] pixel units (e.g. 2/255), got {alpha}")
+            step_ratio = alpha / self.eps if self.eps > 0 else step_ratio
+        if not step_ratio > 0:
+            raise ValueError(f"step_ratio must be > 0 (a fraction of eps), got {step_ratio}")
         self.steps = int(steps)
-        self.step_size = float(step_size)
+        self.step_ratio = float(step_ratio)
         self.norm = check_norm(norm)
         self.random_start = bool(random_start)
 
     @property
     def alpha(self) -> float:
-        """Step length in [0, 1] pixel units: ``step_size * eps``."""
-        return self.step_size * self.eps
+        """Step length in [0, 1] pixel units: ``step_ratio * eps``."""
+        return self.step_ratio * self.eps
 
     @abstractmethod
     def loss(

@@ -21,7 +21,7 @@ class ClassifierPGD(PGDAttack):
     Args:
         eps: budget in [0, 1] pixel units (L-infinity bound, or L2 radius per image).
         steps: ascent steps.
-        step_size: step length as a fraction of ``eps`` (``alpha = step_size * eps``).
+        step_ratio: step length as a fraction of ``eps`` (``alpha = step_ratio * eps``).
         norm: ``"linf"`` or ``"l2"``.
         random_start: start from a uniform random point of the budget.
 
@@ -43,11 +43,13 @@ class ClassifierPGD(PGDAttack):
         self,
         eps: float = 8 / 255,
         steps: int = 20,
-        step_size: float = 0.1,
+        step_ratio: float = 0.1,
         norm: Norm = "linf",
         random_start: bool = False,
+        alpha: float | None = None,
+        **unknown: object,
     ) -> None:
-        super().__init__(eps, steps, step_size, norm, random_start)
+        super().__init__(eps, steps, step_ratio, norm, random_start, alpha=alpha, **unknown)
 
     def loss(
         self,

@@ -48,8 +48,8 @@ class RatePGD(PGDAttack):
     rounded ``y`` (so the gradient only went through the hyperprior's scales) and left the bits
     of ``z`` out: both are fixed here.
 
-    Step size: ``step_size`` is a fraction of ``eps``; each step moves every pixel by
-    ``alpha = step_size * eps`` (``"linf"``) or the image by ``alpha`` in L2 norm (``"l2"``).
+    Step size: ``step_ratio`` is a fraction of ``eps``; each step moves every pixel by
+    ``alpha = step_ratio * eps`` (``"linf"``) or the image by ``alpha`` in L2 norm (``"l2"``).
     The default 0.1 with 20 steps gives a path of 2 eps, enough to reach any corner of the
     budget and still refine it (an absolute step of 0.1 would jump to the corners at every step
     for every eps <= 25/255 and make the attack a repeated FGSM).
@@ -62,7 +62,7 @@ class RatePGD(PGDAttack):
     Args:
         eps: budget in [0, 1] pixel units (L-infinity bound, or L2 radius per image).
         steps: ascent steps.
-        step_size: step length as a fraction of ``eps``.
+        step_ratio: step length as a fraction of ``eps``.
         norm: ``"linf"`` or ``"l2"``.
         quantization: ``"noise"`` (expectation over uniform quantisation noise, the training
             proxy) or ``"ste"`` (one copy, rounded as the coder rounds, straight-through
@@ -84,7 +84,7 @@ class RatePGD(PGDAttack):
     hparams = (
         "eps",
         "steps",
-        "step_size",
+        "step_ratio",
         "norm",
         "quantization",
         "noise_copies",
@@ -95,13 +95,15 @@ class RatePGD(PGDAttack):
         self,
         eps: float = 8 / 255,
         steps: int = 20,
-        step_size: float = 0.1,
+        step_ratio: float = 0.1,
         norm: Norm = "linf",
         quantization: AttackQuantization = "noise",
         noise_copies: int = 16,
         random_start: bool = False,
+        alpha: float | None = None,
+        **unknown: object,
     ) -> None:
-        super().__init__(eps, steps, step_size, norm, random_start)
+        super().__init__(eps, steps, step_ratio, norm, random_start, alpha=alpha, **unknown)
         if quantization not in ("noise", "ste"):
             raise ValueError(
                 f"quantization must be 'noise' or 'ste' (hard rounding has no gradient), "
