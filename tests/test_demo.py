@@ -43,3 +43,10 @@ def test_demo_writes_every_condition_and_the_report(tmp_path):
     assert (out / "analysis" / "analysis.json").is_file()
     assert (out / "plan" / "plan.json").is_file() and "Where splitting pays off" in html
     assert "resnet_s-fp-beta0.01" in done.stdout  # the clean table is printed
+    with (out / "leak.csv").open() as f:
+        leak = list(csv.DictReader(f))
+    assert {(r["model"], r["defense"]) for r in leak} == {
+        ("resnet_s-mshp-beta0.01", "none"), ("resnet_s-mshp-beta0.01", "keyed_noise")}  # fmt: skip
+    assert {r["point"] for r in leak} >= {"latent", "logits", "packet_length", "channel_bits"}
+    section = html[html.index('id="leak"') :]
+    assert section.count("<img") == 2  # recovery per point; the protections' trade-off

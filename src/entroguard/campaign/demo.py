@@ -1,7 +1,7 @@
 """The demo campaign: the default zoo under all 19 corruptions x 5 severities and the attacks;
 every defence on clean and rate-attacked inputs; the adaptive attacks behind object_tv; light
-slices of BottleFit's fixed-rate bottleneck and of a slimmable head (their full grids are the
-campaigns in ``examples/``); where splitting pays off for one model."""
+slices of BottleFit's fixed-rate bottleneck, of a slimmable head and of what the packets leak
+(their full grids are the campaigns in ``examples/``); where splitting pays off for one model."""
 
 from __future__ import annotations
 
@@ -33,6 +33,12 @@ ENTROPIC = ["*-fp-beta*", "*-mshp-beta*"]
 #: and under rate_pgd (kept light: the demo's time budget).
 BOTTLEFIT_SLICE = ["resnet_s-q8-c2-bottlefit"]
 SLICE_MODELS = [*BOTTLEFIT_SLICE, "resnet_s-slim-mshp@m1,r0", "resnet_s-slim-mshp@m4,r3"]
+
+#: The leak slice: what the packets of the analysis model give away to a linear probe, from
+#: the latent that travels and from the logits, unprotected and under keyed noise, with the
+#: side channels (the full zoo-wide measurement is examples/leak.yaml).
+LEAK_SLICE = {"protections": ["none", "keyed_noise"], "points": ["latent", "logits"],
+              "probes": ["linear"], "shadow_images": 2000, "models": [ANALYSIS_MODEL]}  # fmt: skip
 
 #: Test images the plan times (medians).
 PLAN_IMAGES = 50
@@ -82,6 +88,7 @@ DEMO = {
         {"attack": "rate_region", "eps": [8], "n_images": 32, "models": ADAPTIVE_MODELS},
         {"attack": "rate_pgd_through", "eps": [8], "n_images": 32, "models": ADAPTIVE_MODELS},
     ],
+    "leak": [LEAK_SLICE],
 }
 
 

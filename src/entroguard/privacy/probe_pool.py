@@ -21,6 +21,9 @@ from entroguard.privacy.probes import ProbeResult, train_probe
 from entroguard.threads import torch_threads
 
 Pair = tuple[Tensor, Tensor]
+IN_PROCESS_ELEMENTS = 4_000_000
+"""Probes on smaller training features (e.g. 4,000 images of 1,024 values) train in this
+process: starting a worker costs more than they take."""
 
 
 def default_probe_workers() -> int:
@@ -45,8 +48,9 @@ class ProbePool:
         self._pool: ProcessPoolExecutor | None = None
 
     def submit(self, kind: str, train: Pair, val: Pair, test: Pair, seed: int) -> Future:
-        """A future of :func:`train_probe`'s result for these inputs."""
-        if self.workers <= 1:
+        """A future of :func:`train_probe`'s result for these inputs (trained here at once
+        when the pool has one worker or the probe is too small to pay for starting one)."""
+        if self.workers <= 1 or train[0].numel() < IN_PROCESS_ELEMENTS:
             done: Future = Future()
             done.set_result(_train(kind, train, val, test, seed))
             return done
