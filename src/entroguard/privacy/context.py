@@ -26,6 +26,14 @@ from entroguard.privacy.protection_view import ProtectionView
 from entroguard.privacy.side_channel import channel_bits, packet_lengths
 
 PARTIES = ("shadow", "victim")
+VAL_FRACTION = 0.1
+"""Share of the shadow set held out for the probes' early stopping."""
+
+
+def split_shadow(features: Tensor, labels: Tensor) -> tuple[tuple[Tensor, Tensor], ...]:
+    """(train, held-out) pairs of (features, labels): the last ``VAL_FRACTION`` is held out."""
+    cut = len(labels) - max(1, int(len(labels) * VAL_FRACTION))
+    return (features[:cut], labels[:cut]), (features[cut:], labels[cut:])
 
 
 def digest(*tensors: Tensor) -> str:
@@ -56,6 +64,7 @@ class LeakContext:
         self._lengths: dict[tuple, Tensor] = {}
         self._bits: dict[tuple, Tensor] = {}
         self._probes: dict[tuple, Future] = {}
+        self._digests: dict[int, tuple[Tensor, str]] = {}  # id -> (the tensor, kept alive; digest)
 
     @cached_property
     @torch.no_grad()
@@ -96,12 +105,22 @@ class LeakContext:
             self._bits[key] = channel_bits(self.model, self.coded(party, view))
         return self._bits[key]
 
-    def probe(self, kind: str, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor],
-              test: tuple[Tensor, Tensor], seed: int) -> Future:  # fmt: skip
-        """A future of :func:`~entroguard.privacy.probes.train_probe`'s result, trained once
-        per distinct (kind, seed, inputs)."""
-        key = (kind, seed, digest(*train, *val, *test))
+    def _digest(self, t: Tensor) -> str:
+        """:func:`digest` of ``t``, computed once per tensor object (a point a protection
+        leaves alone is the same object under every protection)."""
+        if id(t) not in self._digests:
+            self._digests[id(t)] = (t, digest(t))
+        return self._digests[id(t)][1]
+
+    def probe(self, kind: str, shadow_x: Tensor, victim_x: Tensor, seed: int) -> Future:
+        """A future of :func:`~entroguard.privacy.probes.train_probe`'s result for a ``kind``
+        probe trained on the shadow features ``shadow_x`` (N, ...) (the last
+        :data:`VAL_FRACTION` held out for early stopping) and scored on the victim's
+        ``victim_x``; trained once per distinct (kind, seed, features)."""
+        key = (kind, seed, self._digest(shadow_x), self._digest(victim_x))
         if key not in self._probes:
+            train, val = split_shadow(shadow_x, self.sets["shadow"].labels)
+            test = (victim_x, self.sets["victim"].labels)
             self._probes[key] = self.pool.submit(kind, train, val, test, seed)
         return self._probes[key]
 

@@ -24,9 +24,6 @@ from entroguard.privacy.probes import PROBES, ProbeResult
 from entroguard.privacy.protection_view import ProtectionView
 from entroguard.privacy.side_channel import length_classifier_top1
 
-VAL_FRACTION = 0.1
-"""Share of the shadow set held out for the probes' early stopping."""
-
 
 def default_shadow(train_set: ImageSet, n: int | None = None) -> ImageSet:
     """The second half of ``train_set`` (the first ``n`` of it when given)."""
@@ -34,11 +31,6 @@ def default_shadow(train_set: ImageSet, n: int | None = None) -> ImageSet:
     end = len(train_set) if n is None else min(len(train_set), half + n)
     return ImageSet(train_set.name, "shadow", train_set.images[half:end],
                     train_set.labels[half:end], train_set.classes)  # fmt: skip
-
-
-def _split(features: Tensor, labels: Tensor) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
-    cut = len(labels) - max(1, int(len(labels) * VAL_FRACTION))
-    return (features[:cut], labels[:cut]), (features[cut:], labels[cut:])
 
 
 def leak_rows(
@@ -112,8 +104,8 @@ def _start(context: LeakContext, name: str, points, probes, protection: str,
     jobs.append(("channel_bits", "mlp"))
     futures = {}
     for point, kind in sorted(jobs, key=lambda j: -COST[j[1]] * feats["shadow"][j[0]][0].numel()):
-        futures[point, kind] = _submit(context, kind, feats["shadow"][point],
-                                       feats["victim"][point], seed)  # fmt: skip
+        futures[point, kind] = context.probe(kind, feats["shadow"][point],
+                                             feats["victim"][point], seed)  # fmt: skip
     lengths = {party: context.lengths(party, view) for party, view in views.items()}
     by_length = length_classifier_top1(lengths["shadow"], shadow.labels, lengths["victim"],
                                        victim.labels)  # fmt: skip
@@ -150,14 +142,6 @@ def _check_sets(shadow: ImageSet, victim: ImageSet) -> None:
             f"the attacker's shadow set is the {shadow.split!r} split: it must never contain the "
             "victim's test images; use the second half of the training set (default_shadow)"
         )
-
-
-def _submit(context: LeakContext, kind: str, shadow_x: Tensor, victim_x: Tensor,
-            seed: int) -> Future:  # fmt: skip
-    """Train a ``kind`` probe on the shadow features (held-out split for early stopping),
-    scored on the victim's."""
-    train, val = _split(shadow_x, context.sets["shadow"].labels)
-    return context.probe(kind, train, val, (victim_x, context.sets["victim"].labels), seed)
 
 
 def _probe_fields(result: ProbeResult) -> dict:
