@@ -1,6 +1,6 @@
 """Markdown tables of a leak campaign (``examples/leak.yaml``) for the documentation.
 
-    python examples/leak_table.py runs/leak/leak.csv
+    python examples/leak_table.py runs/leak/leak.csv [docs/img/leak-shadow-size.png]
 
 Prints: recovery per point (best probe) with the side channels, unprotected, one row per
 model; every protection of every model with its payload and top-1 change; each protection
@@ -87,6 +87,36 @@ def growth_table(rows: list[dict]) -> str:
     return markdown(["model", "shadow images", "best probe, latent"], body)
 
 
+def growth_figure(rows: list[dict], path: Path) -> None:
+    """Best probe's recovery from the latent against the shadow-set size (log x), as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    latent = [r for r in rows if r["point"] == "latent" and r["defense"] == "none"]
+    models = {r["model"] for r in latent if len({x["n_shadow"] for x in latent
+                                                   if x["model"] == r["model"]}) > 1}  # fmt: skip
+    fig = Figure(figsize=(5.5, 3.4))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for model in sorted(models):
+        best: dict[int, float] = {}
+        for r in latent:
+            if r["model"] == model:
+                best[r["n_shadow"]] = max(best.get(r["n_shadow"], 0.0), r["top1"])
+        sizes = sorted(best)
+        ax.plot(sizes, [best[n] for n in sizes], marker="o", label=model)
+        own = [r["top1"] for r in rows if r["model"] == model and r["probe"] == "model"]
+        if own:
+            ax.axhline(own[0], color="#8c8c8c", linestyle="--", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("attacker's labelled shadow images")
+    ax.set_ylabel("best probe's top-1 from the latent")
+    ax.grid(True, alpha=0.3)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def main(path: str) -> None:
     rows = read_rows(Path(path))
     full = max(r["n_shadow"] for r in rows)
@@ -103,3 +133,5 @@ def main(path: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "runs/leak/leak.csv")
+    if len(sys.argv) > 2:  # a second argument: where to draw the shadow-size figure
+        growth_figure(read_rows(Path(sys.argv[1])), Path(sys.argv[2]))
