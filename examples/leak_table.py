@@ -83,7 +83,7 @@ def growth_table(rows: list[dict]) -> str:
         best = by_model.setdefault(r["model"], {})
         best[r["n_shadow"]] = max(best.get(r["n_shadow"], 0.0), r["top1"])
     body = [[model, str(n), f"{top1:.3f}"] for model, sizes in by_model.items()
-            for n, top1 in sorted(sizes.items())]  # fmt: skip
+            if len(sizes) > 1 for n, top1 in sorted(sizes.items())]  # fmt: skip
     return markdown(["model", "shadow images", "best probe, latent"], body)
 
 
