@@ -63,20 +63,19 @@ def run_leak_units(
     if not units:
         return
     train = load_dataset(config.dataset, "train")
-    shared: tuple[tuple, LeakContext] | None = None  # one model and entry at a time
+    key, context = None, None  # one model and entry at a time
     try:
         for unit in tqdm(units, desc="leak", unit="measurement", disable=not progress,
                          dynamic_ncols=True):  # fmt: skip
             start = time.perf_counter()
-            if shared is None or shared[0] != (unit.ref.name, unit.entry, unit.n_test):
-                if shared is not None:
-                    shared[1].close()
-                shared = None  # free the previous model's features first
+            if key != (unit.ref.name, unit.entry, unit.n_test):
+                if context is not None:
+                    context.close()
+                    context = None  # free the previous model's features first
+                key = (unit.ref.name, unit.entry, unit.n_test)
                 shadow = default_shadow(train, unit.entry.shadow_images)
                 context = LeakContext(unit.ref.load(), shadow, victim.subset(unit.n_test),
                                       unit.entry.points)  # fmt: skip
-                shared = ((unit.ref.name, unit.entry, unit.n_test), context)
-            context = shared[1]
             rows = run_leak(
                 context.model, unit.ref.name, context.sets["shadow"], context.sets["victim"],
                 (unit.protection,), points=unit.entry.points, probes=unit.entry.probes,
@@ -84,5 +83,5 @@ def run_leak_units(
             )  # fmt: skip
             store.add_leak(unit.key, unit.ref.info(), rows, time.perf_counter() - start)
     finally:
-        if shared is not None:
-            shared[1].close()
+        if context is not None:
+            context.close()

@@ -95,11 +95,8 @@ def _start(context: LeakContext, name: str, points, probes, protection: str,
     views = {"shadow": ProtectionView(protection, seed + 1),
              "victim": ProtectionView(protection, seed)}  # fmt: skip
     feats = {party: context.features(party, view) for party, view in views.items()}
-    bits = {party: context.bits(party, view) for party, view in views.items()}
-    feats["shadow"]["channel_bits"], feats["victim"]["channel_bits"] = (
-        bits["shadow"],
-        bits["victim"],
-    )
+    for party, view in views.items():
+        feats[party]["channel_bits"] = context.bits(party, view)
     jobs = [(p, k) for p in points for k in probes if k != "cnn" or feats["shadow"][p].dim() == 4]
     jobs.append(("channel_bits", "mlp"))
     futures = {}
