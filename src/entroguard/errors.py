@@ -21,3 +21,7 @@ class CheckpointError(EntroguardError, ValueError):
 
 class ModelMismatchError(EntroguardError, ValueError):
     """A packet coded by another model (fingerprint, prior or latent shape differ)."""
+
+
+class ResultStoreError(EntroguardError, RuntimeError):
+    """A campaign's results store cannot be used: unreadable, or in use by another run."""

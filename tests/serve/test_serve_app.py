@@ -129,7 +129,12 @@ def test_every_bad_input_gets_its_4xx_and_the_server_keeps_serving(fp_server, fp
         error = _assert_error(r, status, reason)
         if name == "empty_frame":
             assert error["detail"].startswith("packet 1:")
+        assert error["detail"].count("packet 0") + error["detail"].count("packet 1") <= 1, name
         assert client.post("/v1/infer", content=good, headers=OCTET).status_code == 200, name
+    other_prior = mshp_model.to_packets(smooth_images(1))[0]
+    r = client.post("/v1/infer", content=encode_batch([good] * 12 + [other_prior]), headers=BATCH)
+    detail = _assert_error(r, 409, "model_mismatch")["detail"]
+    assert detail.startswith("packet 12 was coded with prior") and "packet 0" not in detail
     r = client.post("/v1/infer?top_k=x", content=good, headers=OCTET)
     _assert_error(r, 400, "bad_parameter")
     r = client.post("/v1/infer", content=good, headers={**OCTET, "x-client-id": "a" * 200})

@@ -25,6 +25,7 @@ from entroguard.campaign.export import write_csv, write_leak_csv
 from entroguard.campaign.leak_runner import plan_leak, run_leak_units
 from entroguard.campaign.measurer import ConditionResult, Measurer, Task, threatened
 from entroguard.campaign.models import ModelRef, resolve_models
+from entroguard.campaign.out_lock import OutDirLock
 from entroguard.campaign.provenance import check_resume, config_record, identity, provenance
 from entroguard.campaign.store import ConditionId, ResultStore
 from entroguard.data import ImageSet, load_dataset
@@ -109,7 +110,7 @@ def run_campaign(
     refs = resolve_models(config.models, zoo_dir)
     workers = workers if workers > 0 else default_workers(len(refs))
     data = load_dataset(config.dataset, "test").subset(config.n_images)
-    with ResultStore(out_dir / "results.sqlite") as store:
+    with OutDirLock(out_dir), ResultStore(out_dir / "results.sqlite") as store:
         check_resume(store.measured_identity(), identity(config), out_dir)
         done = store.done_keys()
         tasks = plan_tasks(config, refs, len(data), done)

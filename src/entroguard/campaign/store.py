@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from entroguard.errors import ResultStoreError
 from entroguard.measure import Measurement
 
 SCHEMA = """
@@ -78,9 +79,16 @@ class ResultStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(self.path))
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise ResultStoreError(
+                f"{self.path} is not a readable results store ({exc}): move it aside and "
+                "rerun to measure again from scratch, or restore it from a copy"
+            ) from None
 
     def close(self) -> None:
         self.db.close()
@@ -173,13 +181,18 @@ class ResultStore:
             self.db.executemany(f"INSERT INTO leak VALUES ({','.join('?' * 18)})", values)
 
     def leak_rows(self) -> list[dict]:
-        """Every leak row as a dict (``LEAK_COLUMNS``), in insertion order."""
-        cur = self.db.execute(f"SELECT {', '.join(LEAK_COLUMNS)} FROM leak ORDER BY rowid")
+        """Every leak row as a dict (``LEAK_COLUMNS``): by model, unprotected first, then by
+        protection; in each, in measurement order."""
+        cur = self.db.execute(f"SELECT {', '.join(LEAK_COLUMNS)} FROM leak "
+                              "ORDER BY model, defense <> 'none', defense, rowid")  # fmt: skip
         return [dict(zip(LEAK_COLUMNS, row, strict=True)) for row in cur]
 
     def conditions(self) -> list[dict]:
-        """Every condition row as a dict, in insertion order."""
-        cur = self.db.execute("SELECT * FROM conditions ORDER BY rowid")
+        """Every condition row as a dict, in an order that does not depend on which worker
+        finished first: by model; clean first, then by threat and strength; undefended first,
+        then by defence."""
+        cur = self.db.execute("SELECT * FROM conditions ORDER BY model, threat <> 'clean', "
+                              "threat, strength, defense <> 'none', defense")  # fmt: skip
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur]
 

@@ -219,17 +219,20 @@ class SplitClassifier(nn.Module):
         """``g_s`` and the rest of the backbone: latent (B, C, h, w) -> logits (B, K)."""
         return self.backbone_tail(self.decoder(y_hat))
 
-    def packets_to_batch(self, packets: Sequence[bytes], *, keyed: bool = False) -> EncodedBatch:
+    def packets_to_batch(
+        self, packets: Sequence[bytes], *, keyed: bool = False, max_bytes: int | None = None
+    ) -> EncodedBatch:
         """Parse untrusted packets and check they were coded by this model.
 
-        Raises ``PacketError`` for malformed bytes and ``ModelMismatchError`` for packets of
-        another model or latent size. Keyed-protection packets (format 4) are refused with
-        reason ``bad_key`` unless ``keyed`` (:mod:`entroguard.privacy.keyed` undoes them), and
-        then every packet must be one.
+        Raises ``PacketError`` for malformed bytes (or a packet over ``max_bytes``) and
+        ``ModelMismatchError`` for packets of another model or latent size; every message
+        names the packet's index in ``packets``. Keyed-protection packets (format 4) are
+        refused with reason ``bad_key`` unless ``keyed`` (:mod:`entroguard.privacy.keyed`
+        undoes them), and then every packet must be one.
         """
         if not packets:
             raise InputError("no packets given")
-        parsed = [parse_packet(data) for data in packets]
+        parsed = [_parse_nth(data, i, max_bytes) for i, data in enumerate(packets)]
         for i, packet in enumerate(parsed):
             self._check_packet(packet, i)
             if (packet.keyed is not None) != keyed:
@@ -359,6 +362,16 @@ class SplitClassifier(nn.Module):
     def coder_tables(self) -> dict[str, Tensor]:
         """The coder's integer CDF tables, offsets, lengths and scale tables (by state key)."""
         return {k: v for k, v in self.state_dict().items() if k.endswith(CODER_TABLE_SUFFIXES)}
+
+
+def _parse_nth(data: bytes, index: int, max_bytes: int | None) -> Packet:
+    """:func:`parse_packet` of the ``index``-th packet; its errors name the index."""
+    try:
+        if max_bytes is None:
+            return parse_packet(data)
+        return parse_packet(data, max_bytes=max_bytes)
+    except PacketError as exc:
+        raise PacketError(exc.reason, f"packet {index}: {exc}") from None
 
 
 def _check_arithmetic(packet: Packet, index: int) -> None:

@@ -50,9 +50,9 @@ def serve_command(
         str, typer.Option(help="Zoo model name (entroguard zoo lists them) or checkpoint path.")
     ],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = DEFAULT_HOST,
-    port: Annotated[int, typer.Option(help="TCP port (0: any free port, printed).")] = (
-        DEFAULT_PORT
-    ),
+    port: Annotated[
+        int, typer.Option(help="TCP port (0: any free port, printed).", min=0, max=65535)
+    ] = DEFAULT_PORT,
     zoo_dir: Annotated[
         Path | None, typer.Option(help="Folder of zoo checkpoints (default: the shipped zoo).")
     ] = None,

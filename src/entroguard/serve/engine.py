@@ -17,7 +17,7 @@ import torch
 from entroguard.codec.rans import BitstreamError
 from entroguard.errors import InputError, ModelMismatchError
 from entroguard.models.split import EncodedBatch, SplitClassifier
-from entroguard.packet import PacketError, parse_packet
+from entroguard.packet import PacketError
 from entroguard.privacy.keyed import (
     KeyedProtection,
     SplitKey,
@@ -93,21 +93,19 @@ class TailEngine:
 
     def parse(self, packets: Sequence[bytes]) -> EncodedBatch:
         """Parse untrusted packets and check they belong to this model (400 / 409 / 413)."""
-        batches: list[EncodedBatch] = []
-        for i, data in enumerate(packets):
-            try:
-                parse_packet(data, max_bytes=self.max_packet_bytes)  # the size limit first
-                batch = self.model.packets_to_batch([data], keyed=self.keyed is not None)
-                if self.keyed is not None:
-                    verify_tags(batch, self.keyed[1])
-            except PacketError as exc:
-                raise ServeError(exc.reason, _nth(i, len(packets), str(exc))) from None
-            except ModelMismatchError as exc:
-                raise ServeError("model_mismatch", _nth(i, len(packets), str(exc))) from None
-            except InputError as exc:
-                raise ServeError("bad_batch", _nth(i, len(packets), str(exc))) from None
-            batches.append(batch)
-        return EncodedBatch.concat(batches)
+        try:
+            batch = self.model.packets_to_batch(
+                packets, keyed=self.keyed is not None, max_bytes=self.max_packet_bytes
+            )
+            if self.keyed is not None:
+                verify_tags(batch, self.keyed[1])
+        except PacketError as exc:
+            raise ServeError(exc.reason, _one(packets, str(exc))) from None
+        except ModelMismatchError as exc:
+            raise ServeError("model_mismatch", _one(packets, str(exc))) from None
+        except InputError as exc:
+            raise ServeError("bad_batch", _one(packets, str(exc))) from None
+        return batch
 
     def judge(self, encoded: EncodedBatch, client: str | None = None) -> list[GuardDecision]:
         """The guard's verdict on every packet; 422 ``rate_anomaly`` if any is refused.
@@ -236,5 +234,11 @@ class _ClientAlarm(_RateAnomaly):
         self.refused = alarmed
 
 
-def _nth(i: int, n: int, message: str) -> str:
-    return f"packet {i}: {message}" if n > 1 else message
+def _one(packets: Sequence[bytes], message: str) -> str:
+    """``message`` naming a packet by its index, without the index for a single packet."""
+    if len(packets) > 1:
+        return message
+    if message.startswith("packet 0: "):
+        return message.removeprefix("packet 0: ")
+    return "the packet" + message.removeprefix("packet 0") if message.startswith("packet 0 ") \
+        else message  # fmt: skip

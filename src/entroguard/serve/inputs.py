@@ -12,6 +12,7 @@ size, like :func:`entroguard.data.torchvision_sets.load_image_folder`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,17 @@ from entroguard.errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 TEST_SET = "test"
+MAX_IMAGE_PIXELS = 40_000_000
+"""Largest image decoded (40 megapixels, 120 MB as RGB): checked on the header, before any
+pixel is decoded, so a decompression bomb costs nothing."""
+MAX_ASPECT_RATIO = 20.0
+"""Most elongated image accepted: resizing the shorter side of a 1 x 100,000 strip to the
+model's size would make a 32 x 3,200,000 image (hundreds of MB) for a 178-byte file."""
+TINY_FRACTION = 0.5
+"""Images whose shorter side is below this fraction of the model's are classified with a
+warning: they are upscaled more than 2x and carry little of what the model was trained on."""
+
+log = logging.getLogger("entroguard.edge")
 
 
 @dataclass
@@ -125,16 +137,46 @@ class InputSource:
 
 
 def load_image(path: Path, size: tuple[int, int]) -> Tensor:
-    """One image file as float (3, H, W) in [0, 1]: RGB, resized and centre-cropped to size."""
+    """One image file as float (3, H, W) in [0, 1]: RGB, resized and centre-cropped to size.
+
+    Raises :class:`InputError` (before decoding) for images over :data:`MAX_IMAGE_PIXELS` or
+    more elongated than :data:`MAX_ASPECT_RATIO`; warns for images much smaller than ``size``.
+    """
     from PIL import Image, UnidentifiedImageError
     from torchvision.transforms import functional as F
 
     try:
         with Image.open(path) as image:
+            _check_dimensions(path, image.size, size)
             rgb = image.convert("RGB")
+    except Image.DecompressionBombError as exc:  # PIL's own check, on even larger headers
+        raise InputError(
+            f"image {path} is over the {MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit: downscale "
+            f"it first ({exc})"
+        ) from None
     except (OSError, UnidentifiedImageError) as exc:
         raise InputError(f"cannot read image {path}: {exc}") from None
     h, w = size
     rgb = F.resize(rgb, min(h, w))
     rgb = F.center_crop(rgb, [h, w])
     return F.pil_to_tensor(rgb).float().div_(255.0)
+
+
+def _check_dimensions(path: Path, wh: tuple[int, int], size: tuple[int, int]) -> None:
+    """Refuse bombs and strips from the header's (width, height); warn on tiny images."""
+    width, height = wh
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InputError(
+            f"image {path} is {width}x{height} ({width * height / 1e6:.0f} megapixels), over "
+            f"the {MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit: downscale it first"
+        )
+    if max(width, height) > MAX_ASPECT_RATIO * max(min(width, height), 1):
+        raise InputError(
+            f"image {path} is {width}x{height}, more elongated than {MAX_ASPECT_RATIO:.0f}:1: "
+            "crop it to the region to classify"
+        )
+    if min(width, height) < TINY_FRACTION * min(size):
+        log.warning(
+            "image %s is %dx%d, much smaller than the model's %dx%d input: it is upscaled and "
+            "the prediction is unreliable", path, width, height, size[1], size[0],
+        )  # fmt: skip

@@ -16,7 +16,12 @@ DEFAULT_PORT = 8000
 
 
 def bind_socket(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, backlog: int = 2048):
-    """A listening TCP socket on ``(host, port)``; port 0 picks a free port."""
+    """A listening TCP socket on ``(host, port)``; port 0 picks a free port.
+
+    Raises ValueError for a port outside 0-65535 (the OS would silently take it modulo
+    65536)."""
+    if not 0 <= int(port) <= 65535:
+        raise ValueError(f"port {port} is outside 0-65535")
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, socktype, proto, _, address = infos[0]
     sock = socket.socket(family, socktype, proto)
