@@ -61,13 +61,25 @@ def save_model(model: SplitClassifier, path: Path, stats: dict | None) -> Path:
 
 @contextlib.contextmanager
 def live_app(model: SplitClassifier, stats: dict | None, guard_config=None, **kwargs):
-    """A server for ``model`` in a background thread; yields ``(url, app)``."""
+    """A server for ``model`` in a background thread; yields ``(url, app)``. Unless ``limits``
+    are given, the test process is a trusted proxy: its ``X-Client-Id`` names the client."""
     from entroguard.serve.app import create_app
     from entroguard.serve.runner import ServerThread
 
+    kwargs.setdefault("limits", trusting_loopback())
     app = create_app(model, guard_config, clean_stats=stats, **kwargs)
     with ServerThread(app, LOOPBACK, 0) as server:
         yield server.url, app
+
+
+def trusting_loopback(**limits):
+    """:class:`ServeLimits` (``limits``) under which loopback is a trusted proxy, without a
+    packet budget unless one is given (the tests that flood test other things)."""
+    from entroguard.serve.app import ServeLimits
+    from entroguard.serve.protocol import ConnectionLimits
+
+    limits.setdefault("budget_packets_per_s", 0)
+    return ServeLimits(connections=ConnectionLimits(trusted_proxies=(LOOPBACK,)), **limits)
 
 
 class ServerProcess:

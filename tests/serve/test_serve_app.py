@@ -9,7 +9,7 @@ import httpx
 import pytest
 import torch
 from eg_testutil import seeded_model
-from serve_helpers import live_app, noise_images, smooth_images
+from serve_helpers import live_app, noise_images, smooth_images, trusting_loopback
 
 from entroguard.packet import Packet, parse_packet
 from entroguard.serve.app import ServeLimits
@@ -31,7 +31,7 @@ class FakeClock:
 
 @pytest.fixture(scope="module")
 def fp_server(fp_model, fp_stats):
-    limits = ServeLimits(max_body_bytes=64 * 1024, max_packet_bytes=64 * 1024, max_batch=16)
+    limits = trusting_loopback(max_body_bytes=64 * 1024, max_packet_bytes=64 * 1024, max_batch=16)
     with live_app(fp_model, fp_stats, model_name="fp-test", limits=limits) as (url, app):
         with httpx.Client(base_url=url, timeout=60) as client:
             yield client, app
@@ -248,13 +248,13 @@ def test_503_with_retry_after_when_too_many_requests_are_in_flight(fp_model, fp_
     gate = threading.Event()
     with live_app(fp_model, fp_stats, limits=ServeLimits(max_in_flight=1)) as (url, app):
         engine = app.state.engine
-        real_infer = engine.infer
+        real_admit = engine.admit
 
         def held(*args):
             gate.wait(30)
-            return real_infer(*args)
+            return real_admit(*args)
 
-        engine.infer = held
+        engine.admit = held
         first: dict = {}
 
         def send_first():

@@ -50,9 +50,8 @@ def served(request, tmp_path_factory):
     stats = stats_of(model, smooth_images(64, seed=1))
     workdir = tmp_path_factory.mktemp(f"server-{prior}")
     checkpoint = save_model(model, workdir / f"fuzz-{prior}", stats)
-    server = ServerProcess(
-        checkpoint, workdir, "--client-budget-bytes-per-s", "0", "--max-body-bytes", "65536"
-    )
+    unbudgeted = ("--client-budget-bytes-per-s", "0", "--client-budget-packets-per-s", "0")
+    server = ServerProcess(checkpoint, workdir, *unbudgeted, "--max-body-bytes", "65536")
     images = torch.cat([smooth_images(6, seed=2), noise_images(2, seed=3)])
     packets = model.to_packets(images)
     expected = model.from_packets(packets).argmax(1).tolist()

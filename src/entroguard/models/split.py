@@ -115,6 +115,13 @@ class EncodedBatch:
         """Bytes of coder output per image (no header)."""
         return [sum(len(s) for s in image) for image in self.strings]
 
+    def take(self, start: int, stop: int) -> EncodedBatch:
+        """The images ``start:stop`` of this batch."""
+        cut = slice(start, stop)
+        return EncodedBatch(self.strings[cut], self.latent_hw,
+                            None if self.settings is None else self.settings[cut],
+                            None if self.keyed is None else self.keyed[cut])  # fmt: skip
+
     @staticmethod
     def concat(batches: Sequence[EncodedBatch]) -> EncodedBatch:
         """One batch of the images of ``batches`` (same latent size), in order."""

@@ -104,15 +104,37 @@ def serve_command(
     max_batch: Annotated[int, typer.Option(help="Most packets per request.")] = DEFAULT_MAX_BATCH,
     max_in_flight: Annotated[
         int, typer.Option(help="Most inference requests at once (more get 503).")
-    ] = 64,
+    ] = 256,
+    max_in_flight_per_client: Annotated[
+        int, typer.Option(help="Most inference requests of one client at once (more get 429).")
+    ] = 16,
     torch_threads: Annotated[int, typer.Option(help="torch intra-op threads.")] = 1,
     model_threads: Annotated[
         int, typer.Option(help="Worker threads running the tail at once.")
     ] = 1,
-    trust_client_id: Annotated[
-        bool,
-        typer.Option(help="Identify clients by their X-Client-Id header (else peer address)."),
-    ] = True,
+    client_budget_packets_per_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Per-client packet budget, packets/s (default: half the capacity "
+            "measured at start-up; 0: no budget)."
+        ),
+    ] = None,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Address of a reverse proxy whose X-Client-Id header names the "
+            "client (repeatable); other clients are their peer address."
+        ),
+    ] = None,
+    header_timeout_s: Annotated[
+        float, typer.Option(help="Request headers must arrive within this, seconds.")
+    ] = 10.0,
+    body_timeout_s: Annotated[
+        float, typer.Option(help="A request body must arrive within this, seconds.")
+    ] = 10.0,
+    max_connections_per_client: Annotated[
+        int, typer.Option(help="Open connections per client address (proxies exempt).")
+    ] = 16,
     dataset: Annotated[
         str | None,
         typer.Option(help="Dataset to measure clean payload sizes on if the checkpoint has none."),
@@ -123,81 +145,80 @@ def serve_command(
     """Serve a split model's tail over HTTP (POST /v1/infer), behind a rate guard."""
     import logging
 
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    options = dict(locals())
     try:
         import torch
 
-        from entroguard.serve.app import ServeLimits, create_app
-        from entroguard.serve.guard import GuardConfig, RateGuard
-        from entroguard.serve.resolve import clean_stats_for, load_served_model
-        from entroguard.serve.runner import bind_socket, serve_forever, socket_url
+        from entroguard.serve.runner import bind_socket, socket_url
 
         torch.set_num_threads(max(1, torch_threads))
-        logging.basicConfig(
-            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-        guard_config = GuardConfig(
-            mode=guard_mode,  # type: ignore[arg-type]
-            quantile=guard_quantile,
-            multiple=guard_multiple,
-            budget_bytes_per_s=client_budget_bytes_per_s,
-            burst_bytes=client_burst_bytes,
-            cusum=guard_cusum,
-            cusum_k=guard_cusum_k,
-            cusum_h=guard_cusum_h,
-            cusum_clip=guard_cusum_clip,
-            cusum_cooldown_s=guard_cusum_cooldown_s,
-        )
-        limits = ServeLimits(
-            max_body_bytes=max_body_bytes,
-            max_packet_bytes=max_body_bytes,
-            max_batch=max_batch,
-            max_in_flight=max_in_flight,
-            model_threads=model_threads,
-            trust_client_id=trust_client_id,
-        )
-        from entroguard.models.slimmable import setting_clean_stats
-
-        served = load_served_model(model, zoo_dir)
-        stats = None if guard_mode == "off" else clean_stats_for(served, dataset=dataset)
-        RateGuard(stats, guard_config)  # fail early on a bad quantile
-        app = create_app(
-            served.model,
-            guard_config,
-            clean_stats=stats,
-            setting_stats=setting_clean_stats(served.metadata) if stats is not None else None,
-            model_name=served.name,
-            classes=served.classes,
-            limits=limits,
-        )
-        sock = bind_socket(host, port)
+        service = _build_service(options)
+        sock = bind_socket(host, port, backlog=service.limits.connections.backlog)
     except (EntroguardError, ValueError, OSError) as exc:
         _fail(exc)
         return
-    url = socket_url(sock)
-    guard = app.state.guard
-    if guard_mode == "off":
+    _print_banner(service, socket_url(sock), host)
+    from entroguard.serve.app import app_for
+    from entroguard.serve.runner import serve_forever
+
+    serve_forever(app_for(service), sock, log_level=log_level.lower(), access_log=access_log)
+
+
+def _build_service(o: dict):
+    """The :class:`~entroguard.serve.service.Service` the ``serve`` options describe."""
+    from entroguard.models.slimmable import setting_clean_stats
+    from entroguard.serve.guard import GuardConfig
+    from entroguard.serve.protocol import ConnectionLimits
+    from entroguard.serve.resolve import clean_stats_for, load_served_model
+    from entroguard.serve.service import ServeLimits, Service
+
+    guard_config = GuardConfig(
+        mode=o["guard_mode"], quantile=o["guard_quantile"], multiple=o["guard_multiple"],
+        budget_bytes_per_s=o["client_budget_bytes_per_s"], burst_bytes=o["client_burst_bytes"],
+        cusum=o["guard_cusum"], cusum_k=o["guard_cusum_k"], cusum_h=o["guard_cusum_h"],
+        cusum_clip=o["guard_cusum_clip"], cusum_cooldown_s=o["guard_cusum_cooldown_s"],
+    )  # fmt: skip
+    connections = ConnectionLimits(
+        header_timeout_s=o["header_timeout_s"], body_timeout_s=o["body_timeout_s"],
+        max_connections_per_client=o["max_connections_per_client"],
+        trusted_proxies=tuple(o["trusted_proxy"] or ()),
+    )  # fmt: skip
+    limits = ServeLimits(
+        max_body_bytes=o["max_body_bytes"], max_packet_bytes=o["max_body_bytes"],
+        max_batch=o["max_batch"], max_in_flight=o["max_in_flight"],
+        max_in_flight_per_client=o["max_in_flight_per_client"],
+        model_threads=o["model_threads"], budget_packets_per_s=o["client_budget_packets_per_s"],
+        connections=connections,
+    )  # fmt: skip
+    served = load_served_model(o["model"], o["zoo_dir"])
+    stats = None if o["guard_mode"] == "off" else clean_stats_for(served, dataset=o["dataset"])
+    per_setting = setting_clean_stats(served.metadata) if stats else None
+    return Service(served.model, guard_config, limits, name=served.name, classes=served.classes,
+                   clean_stats=stats, setting_stats=per_setting)  # fmt: skip
+
+
+def _print_banner(service, url: str, host: str) -> None:
+    """What is served where, and behind which guard and budgets."""
+    c = service.config
+    if c.mode == "off":
         guard_text = "rate guard off"
     else:
-        guard_text = (
-            f"rate guard: {guard_mode} packets over {guard.threshold_bytes:.0f} payload bytes "
-            f"(clean q{guard_quantile:g} x {guard_multiple:g})"
-        )
-        if guard_cusum:
-            guard_text += (
-                f"; per-client CUSUM k {guard_cusum_k:g}, h {guard_cusum_h:g} (clean std), "
-                f"cool-down {guard_cusum_cooldown_s:g} s"
-            )
-        else:
-            guard_text += "; per-client CUSUM off"
-    budget_text = (
-        f"client budget {client_budget_bytes_per_s:.0f} B/s, burst {client_burst_bytes:.0f} B"
-        if client_budget_bytes_per_s > 0
-        else "no client budget"
-    )
-    typer.echo(
-        f"entroguard serve: {served.name} (fingerprint {served.model.fingerprint[:8]}) on "
-        f"{url}\n  {guard_text}; {budget_text}",
-    )
+        guard_text = (f"rate guard: {c.mode} packets over {service.guard.threshold_bytes:.0f} "
+                      f"payload bytes (clean q{c.quantile:g} x {c.multiple:g})")  # fmt: skip
+        guard_text += (f"; per-client CUSUM k {c.cusum_k:g}, h {c.cusum_h:g} (clean std), "
+                       f"cool-down {c.cusum_cooldown_s:g} s" if c.cusum
+                       else "; per-client CUSUM off")  # fmt: skip
+    budgets = [f"{b.rate:.0f} {unit}/s, burst {b.burst:.0f}"
+               for b, unit in ((service.byte_budgets, "B"), (service.packet_budgets, "packets"))
+               if b.enabled]  # fmt: skip
+    budget_text = "client budgets " + " and ".join(budgets) if budgets else "no client budget"
+    if service.capacity_packets_per_s:
+        budget_text += f" (measured capacity {service.capacity_packets_per_s:.0f} packets/s)"
+    typer.echo(f"entroguard serve: {service.name} (fingerprint {service.model.fingerprint[:8]}) "
+               f"on {url}\n  {guard_text}; {budget_text}")  # fmt: skip
     if host not in LOOPBACK:
         typer.secho(
             f"  listening on {host}: reachable from other machines; there is no TLS or "
@@ -206,7 +227,6 @@ def serve_command(
             err=True,
         )
     sys.stdout.flush()
-    serve_forever(app, sock, log_level=log_level.lower(), access_log=access_log)
 
 
 def edge_command(

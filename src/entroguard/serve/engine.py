@@ -48,6 +48,14 @@ class InferOutcome:
     decode_s: float
     tail_s: float
 
+    @staticmethod
+    def join(parts: Sequence[InferOutcome]) -> InferOutcome:
+        """One outcome of a request run in ``parts``, in order (times added up)."""
+        results = [r for p in parts for r in p.results]
+        decisions = [d for p in parts for d in p.decisions]
+        decode_s, tail_s = sum(p.decode_s for p in parts), sum(p.tail_s for p in parts)
+        return InferOutcome(results, decisions, decode_s, tail_s)
+
 
 class TailEngine:
     """The server half of a split model, behind the rate guard.
@@ -135,25 +143,36 @@ class TailEngine:
             raise _ClientAlarm(decisions, alarmed, self.sequential)
         return decisions
 
+    def admit(
+        self, packets: Sequence[bytes], client: str | None = None
+    ) -> tuple[EncodedBatch, list[GuardDecision]]:
+        """Parse and judge ``packets`` from ``client``: the batch to :meth:`run` and each
+        packet's verdict; raises :class:`ServeError` for refused input."""
+        if not packets:
+            raise ServeError("empty", "no packet in the request")
+        encoded = self.parse(packets)
+        return encoded, self.judge(encoded, client)
+
+    def run(self, encoded: EncodedBatch, decisions: list[GuardDecision],
+            top_k: int = DEFAULT_TOP_K, first_index: int = 0) -> InferOutcome:  # fmt: skip
+        """Decode and classify admitted packets (:meth:`admit`); results are numbered from
+        ``first_index`` (a request cut into several runs)."""
+        top_k = max(1, min(int(top_k), len(self.classes)))
+        if self._lock is None:
+            return self._run(encoded, decisions, top_k, first_index)
+        with self._lock:
+            return self._run(encoded, decisions, top_k, first_index)
+
     def infer(
         self, packets: Sequence[bytes], top_k: int = DEFAULT_TOP_K, client: str | None = None
     ) -> InferOutcome:
         """Classify ``packets`` (1 or more) from ``client`` (its sequential test; None: none);
         raises :class:`ServeError` for refused input."""
-        if not packets:
-            raise ServeError("empty", "no packet in the request")
-        top_k = max(1, min(int(top_k), len(self.classes)))
-        encoded = self.parse(packets)
-        decisions = self.judge(encoded, client)
-        if self._lock is None:
-            return self._run(encoded, decisions, top_k)
-        with self._lock:
-            return self._run(encoded, decisions, top_k)
+        return self.run(*self.admit(packets, client), top_k)
 
     @torch.no_grad()
-    def _run(
-        self, encoded: EncodedBatch, decisions: list[GuardDecision], top_k: int
-    ) -> InferOutcome:
+    def _run(self, encoded: EncodedBatch, decisions: list[GuardDecision], top_k: int,
+             first_index: int) -> InferOutcome:  # fmt: skip
         t0 = time.perf_counter()
         try:
             y_hat = self.model.decompress(encoded)
@@ -183,7 +202,7 @@ class TailEngine:
             ps = top_p[row].tolist()
             results.append(
                 {
-                    "index": row,
+                    "index": first_index + row,
                     "predicted": ids[0],
                     "label": self.classes[ids[0]],
                     "top_k": [

@@ -10,7 +10,11 @@ so clients can branch on the reason alone. Statuses:
 * 400: the bytes are not a packet this server can read (every :class:`~entroguard.packet.
   PacketError` reason except ``"oversized"``, plus ``"bad_batch"``, ``"undecodable"``,
   ``"bad_content_length"``, ``"bad_parameter"``, ``"bad_client_id"``);
+* 400 ``bad_framing`` / ``bad_request``: the HTTP framing itself is refused
+  (:mod:`~entroguard.serve.protocol`), and the connection is closed;
 * 404 / 405: unknown path or method;
+* 408: the headers (``header_timeout``) or the body (``body_timeout``) did not arrive in
+  time; the connection is closed;
 * 409: a well-formed packet coded by another model (fingerprint, prior or latent size);
 * 413: over a size limit (the request body, one packet, or the number of packets);
 * 415: a content type other than ``application/octet-stream`` (one packet) or
@@ -21,8 +25,10 @@ so clients can branch on the reason alone. Statuses:
   been larger than clean ones for a while (the detail says which). Not 429, which tells a
   client to retry later (the same packet would be refused again), not 413 (the packet is
   within the configured size limits), not 400 (nothing is malformed);
-* 429: the client's byte budget is spent (``"rate_limited"``), with ``Retry-After``;
-* 503: too many requests in flight (``"overloaded"``), with ``Retry-After``;
+* 429: the client's byte or packet budget is spent (``"rate_limited"``), or it already has
+  too many requests waiting for the model (``"client_queue_full"``), with ``Retry-After``;
+* 503: too many requests in flight (``"overloaded"``), with ``Retry-After``, or too many
+  connections (``"too_many_connections"``: the connection is closed at once);
 * 500: a bug (``"internal"``); no input is meant to produce it.
 """
 
@@ -41,15 +47,22 @@ REASONS: dict[str, int] = {
     "bad_content_length": 400,
     "bad_parameter": 400,
     "bad_client_id": 400,
+    "bad_framing": 400,
+    "bad_request": 400,
+    "client_disconnected": 400,
     "not_found": 404,
     "method_not_allowed": 405,
+    "header_timeout": 408,
+    "body_timeout": 408,
     "model_mismatch": 409,
     "too_large": 413,
     "too_many_packets": 413,
     "unsupported_media_type": 415,
     "rate_anomaly": 422,
     "rate_limited": 429,
+    "client_queue_full": 429,
     "overloaded": 503,
+    "too_many_connections": 503,
     "internal": 500,
 }
 """Every reason the server can answer with, and its HTTP status."""

@@ -44,18 +44,35 @@ def socket_url(sock) -> str:
     return f"http://{host}:{port}"
 
 
+def connection_limits(app):
+    """The app's :class:`~entroguard.serve.protocol.ConnectionLimits` (defaults for an app
+    without a :class:`~entroguard.serve.service.Service`)."""
+    from entroguard.serve.protocol import ConnectionLimits
+
+    service = getattr(app.state, "service", None)
+    return service.limits.connections if service is not None else ConnectionLimits()
+
+
 def uvicorn_config(app, *, log_level: str = "warning", access_log: bool = False):
-    """A uvicorn config for ``app``: no lifespan, short keep-alive, our own logging."""
+    """A uvicorn config for ``app``: h11 with the connection-level defences of
+    :mod:`~entroguard.serve.protocol`, no lifespan, our own logging."""
     import uvicorn
 
+    from entroguard.serve.protocol import ConnectionTable, guarded_protocol
+
+    limits = connection_limits(app)
+    service = getattr(app.state, "service", None)
+    table = service.connections if service is not None else ConnectionTable()
     return uvicorn.Config(
         app,
+        http=guarded_protocol(limits, table),
         log_level=log_level,
         access_log=access_log,
         lifespan="off",
-        timeout_keep_alive=5,
+        timeout_keep_alive=limits.idle_timeout_s,
         timeout_graceful_shutdown=5,
         server_header=False,
+        backlog=limits.backlog,
     )
 
 
@@ -82,7 +99,7 @@ class ServerThread:
     ) -> None:
         import uvicorn
 
-        self.sock = bind_socket(host, port)
+        self.sock = bind_socket(host, port, backlog=connection_limits(app).backlog)
         self.url = socket_url(self.sock)
         self.server = uvicorn.Server(uvicorn_config(app, log_level=log_level))
         self.thread = threading.Thread(
