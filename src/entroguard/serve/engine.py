@@ -16,6 +16,7 @@ import torch
 
 from entroguard.codec.rans import BitstreamError
 from entroguard.errors import InputError, ModelMismatchError
+from entroguard.models.latent_bounds import latent_bounds, outside
 from entroguard.models.split import EncodedBatch, SplitClassifier
 from entroguard.packet import PacketError
 from entroguard.privacy.keyed import (
@@ -96,6 +97,7 @@ class TailEngine:
         if len(self.classes) != k:
             raise ValueError(f"{len(self.classes)} class names for a {k}-class model")
         self.max_packet_bytes = int(max_packet_bytes)
+        self.bounds = latent_bounds(model)  # None: this head cannot be bounded, not checked
         self._lock = threading.Lock() if model_lock else None
         _ = model.latent_hw  # computed once here, not concurrently in requests
 
@@ -170,6 +172,10 @@ class TailEngine:
         raises :class:`ServeError` for refused input."""
         return self.run(*self.admit(packets, client), top_k)
 
+    def _check_possible(self, y_hat, first_index: int) -> None:
+        if self.bounds is not None:
+            _check_possible_latents(y_hat, self.bounds, first_index)
+
     @torch.no_grad()
     def _run(self, encoded: EncodedBatch, decisions: list[GuardDecision], top_k: int,
              first_index: int) -> InferOutcome:  # fmt: skip
@@ -184,6 +190,7 @@ class TailEngine:
             raise ServeError(
                 exc.reason, f"the coder payload cannot be decoded by this model: {exc}"
             ) from None
+        self._check_possible(y_hat, first_index)
         t1 = time.perf_counter()
         logits = self.model.classify(y_hat)
         t2 = time.perf_counter()
@@ -214,6 +221,21 @@ class TailEngine:
                 }
             )
         return InferOutcome(results, decisions, t1 - t0, t2 - t1)
+
+
+def _check_possible_latents(y_hat, bounds, first_index: int) -> None:
+    """400 ``impossible_latent`` for the first decoded latent no image could make."""
+    excess = outside(y_hat, bounds)
+    bad = torch.nonzero(excess > 0).flatten()
+    if len(bad):
+        i = int(bad[0])
+        low, high = float(bounds[0].min()), float(bounds[1].max())
+        raise ServeError(
+            "impossible_latent",
+            f"packet {first_index + i} decodes to latent values {float(excess[i]):.4g} beyond "
+            f"what this model's head produces from any image (within [{low:.1f}, {high:.1f}]): "
+            "it was crafted, not coded by this head",
+        )
 
 
 class _RateAnomaly(ServeError):

@@ -9,6 +9,8 @@ so clients can branch on the reason alone. Statuses:
 
 * 400: the bytes are not a packet this server can read (every :class:`~entroguard.packet.
   PacketError` reason except ``"oversized"``, plus ``"bad_batch"``, ``"undecodable"``,
+  ``"impossible_latent"`` (a latent outside what the head can produce from any image, see
+  :mod:`~entroguard.models.latent_bounds`),
   ``"bad_content_length"``, ``"bad_parameter"``, ``"bad_client_id"``);
 * 400 ``bad_framing`` / ``bad_request``: the HTTP framing itself is refused
   (:mod:`~entroguard.serve.protocol`), and the connection is closed;
@@ -44,6 +46,7 @@ REASONS: dict[str, int] = {
     "oversized": 413,
     "bad_batch": 400,
     "undecodable": 400,
+    "impossible_latent": 400,
     "bad_content_length": 400,
     "bad_parameter": 400,
     "bad_client_id": 400,
