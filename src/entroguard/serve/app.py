@@ -13,6 +13,8 @@ Routes:
 * ``GET /v1/health``: liveness and the model's fingerprint.
 * ``GET /v1/models``: the served model: name, fingerprints, spec, classes, clean payload
   statistics and guard settings.
+* ``GET /v1/openapi.json``: this API as an OpenAPI 3.0 document
+  (:mod:`~entroguard.serve.openapi`).
 * ``GET /metrics``: Prometheus text exposition (:mod:`~entroguard.serve.metrics`).
 
 Errors are JSON ``{"error": {"status", "reason", "detail"}}`` (:mod:`~entroguard.serve.errors`);
@@ -49,13 +51,14 @@ from entroguard.serve.framing import BATCH_CONTENT_TYPE, PACKET_CONTENT_TYPE
 from entroguard.serve.guard import GuardConfig
 from entroguard.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from entroguard.serve.metrics import ServerMetrics
+from entroguard.serve.openapi import openapi_document
 from entroguard.serve.service import CLIENT_ID_HEADER, ServeLimits, Service
 
 __all__ = ["ROUTES", "ServeLimits", "Service", "app_for", "create_app"]
 
 log = logging.getLogger("entroguard.serve")
 
-ROUTES = ("/v1/infer", "/v1/health", "/v1/models", "/metrics")
+ROUTES = ("/v1/infer", "/v1/health", "/v1/models", "/v1/openapi.json", "/metrics")
 
 
 def create_app(
@@ -124,6 +127,12 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     @app.get("/v1/models")
     async def models() -> Response:
         return json_response({"models": [service.describe()]})
+
+    document = openapi_document()
+
+    @app.get("/v1/openapi.json")
+    async def openapi() -> Response:
+        return json_response(document)
 
     @app.get("/metrics")
     async def metrics_route() -> Response:
