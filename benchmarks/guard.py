@@ -282,12 +282,17 @@ def http_check(served, data: dict, config, args, rng: np.random.Generator) -> di
     """Send real packets to the real server; its ``client_alarm`` answers vs the simulation."""
     import httpx
 
-    from entroguard.serve.app import create_app
+    from entroguard.serve.app import ServeLimits, create_app
     from entroguard.serve.framing import PACKET_CONTENT_TYPE
+    from entroguard.serve.protocol import ConnectionLimits
     from entroguard.serve.runner import ServerThread
 
     logging.getLogger("entroguard.serve").setLevel(logging.ERROR)  # alarms are expected here
-    app = create_app(served.model, config, clean_stats=data["stats"], model_name=served.name)
+    # this process plays the proxy that names each stream's client; no packet budget
+    limits = ServeLimits(budget_packets_per_s=0,
+                         connections=ConnectionLimits(trusted_proxies=("127.0.0.1",)))  # fmt: skip
+    app = create_app(served.model, config, clean_stats=data["stats"], model_name=served.name,
+                     limits=limits)  # fmt: skip
     order = rng.permutation(len(data["test_packets"]))[: args.http_clean]
     streams = {"clean": [data["test_packets"][i] for i in order]}
     for eps, packets in data["attacked_packets"].items():

@@ -78,7 +78,8 @@ class Server:
         command = [
             sys.executable, "-m", "entroguard.serve", "serve", "--model", str(checkpoint),
             "--host", "127.0.0.1", "--port", "0", "--log-level", "warning",
-            "--client-budget-bytes-per-s", "0", "--torch-threads", str(args.torch_threads),
+            "--client-budget-bytes-per-s", "0", "--client-budget-packets-per-s", "0",
+            "--torch-threads", str(args.torch_threads),
             "--model-threads", str(args.model_threads), "--max-in-flight", "256",
         ]  # fmt: skip
         self.proc = subprocess.Popen(command, stdout=out, stderr=log)
