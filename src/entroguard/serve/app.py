@@ -112,7 +112,8 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     @app.post("/v1/infer")
     async def infer(request: Request) -> Response:
         try:
-            media, top_k, client = _request_terms(request, service)
+            media, top_k, client, declared = _request_terms(request, service)
+            await service.check_budgets(client, declared)
             body = await read_limited(request.stream(), service.limits.max_body_bytes)
             return json_response(await service.infer(body, media, top_k, client))
         except ClientDisconnect:  # the body deadline closed it, or the client left
@@ -139,8 +140,9 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         return Response(service.metrics.render(), 200, media_type=METRICS_CONTENT_TYPE)
 
 
-def _request_terms(request: Request, service: Service) -> tuple[str, int, str]:
-    """The request's media type, top-k and client; 4xx for bad ones or a body too large."""
+def _request_terms(request: Request, service: Service) -> tuple[str, int, str, int | None]:
+    """The request's media type, top-k, client and declared body bytes (None: not declared);
+    4xx for bad ones or a body too large."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in (PACKET_CONTENT_TYPE, BATCH_CONTENT_TYPE):
         raise ServeError(
@@ -151,8 +153,9 @@ def _request_terms(request: Request, service: Service) -> tuple[str, int, str]:
     top_k = _top_k(request.query_params.get("top_k"), len(service.engine.classes))
     peer = request.client.host if request.client else None
     client = service.client_of(peer, request.headers.get(CLIENT_ID_HEADER))
-    check_content_length(request.headers.get("content-length"), service.limits.max_body_bytes)
-    return media, top_k, client
+    declared = check_content_length(request.headers.get("content-length"),
+                                    service.limits.max_body_bytes)  # fmt: skip
+    return media, top_k, client, declared
 
 
 def _add_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:

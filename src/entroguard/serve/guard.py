@@ -287,6 +287,17 @@ class TokenBucket:
         self._refill()
         return self._tokens
 
+    def charge(self, amount: float) -> None:
+        """Take ``amount`` tokens even if the bucket goes below zero (a debt repaid by the
+        refill before :meth:`wait_for` ``(0)`` says the next request may pass)."""
+        self._refill()
+        self._tokens -= amount
+
+    def wait_for(self, amount: float) -> float:
+        """Seconds until ``amount`` tokens will be available (0.0: now); takes nothing."""
+        self._refill()
+        return max(0.0, amount - self._tokens) / self.rate
+
     def consume(self, amount: float) -> float:
         """Take ``amount`` bytes if available: returns 0.0; else takes nothing and returns the
         seconds to wait until they will be (``inf`` if ``amount`` exceeds the burst)."""
@@ -324,15 +335,35 @@ class ClientBudgets:
         if not self.enabled:
             return 0.0
         with self._lock:
+            return self._bucket(client).consume(amount)
+
+    def _bucket(self, client: str) -> TokenBucket:
+        """``client``'s bucket, made full if new (the least recently used dropped past
+        ``max_clients``); call with the lock held."""
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            bucket = TokenBucket(self.rate, self.burst, self._clock)
+            self._buckets[client] = bucket
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(client)
+        return bucket
+
+    def charge(self, client: str, amount: float) -> None:
+        """:meth:`TokenBucket.charge` ``client``'s bucket (nothing when budgets are off)."""
+        if self.enabled:
+            with self._lock:
+                self._bucket(client).charge(amount)
+
+    def wait_for(self, client: str, amount: float = 1.0) -> float:
+        """Seconds until ``client`` has ``amount`` tokens (0.0: now, or budgets off); takes
+        nothing (a client never seen has a full bucket)."""
+        if not self.enabled:
+            return 0.0
+        with self._lock:
             bucket = self._buckets.get(client)
-            if bucket is None:
-                bucket = TokenBucket(self.rate, self.burst, self._clock)
-                self._buckets[client] = bucket
-                while len(self._buckets) > self.max_clients:
-                    self._buckets.popitem(last=False)
-            else:
-                self._buckets.move_to_end(client)
-            return bucket.consume(amount)
+            return 0.0 if bucket is None else bucket.wait_for(amount)
 
     def __len__(self) -> int:
         return len(self._buckets)

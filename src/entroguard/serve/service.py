@@ -10,6 +10,7 @@ guard, in the client's turn), then decode and tail in units of at most
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -34,7 +35,9 @@ log = logging.getLogger("entroguard.serve")
 
 CLIENT_ID_HEADER = "x-client-id"
 MAX_CLIENT_ID_CHARS = 128
-CLIENT_SHARE = 0.5
+TARPIT_S = 2.0
+"""Longest a request over budget is held before its 429, seconds."""
+CLIENT_SHARE = 0.25
 """Default per-client packet budget: this share of the server's measured capacity."""
 
 
@@ -168,6 +171,23 @@ class Service:
 
     # -- inference ----------------------------------------------------------------------------
 
+    async def check_budgets(self, client: str, declared_bytes: int | None = None) -> None:
+        """429 before the body is read when ``client``'s packet budget is in debt or its byte
+        budget lacks the ``declared_bytes`` (Content-Length; 1 when unknown), so a flooding
+        client costs the server a header parse per request, not a body; the answer
+        comes only after the wait its ``Retry-After`` names (at most ``TARPIT_S``), so a client
+        that ignores ``Retry-After`` gains nothing by asking again at once."""
+        declared = float(declared_bytes or 1)
+        if self.byte_budgets.enabled and declared > self.byte_budgets.burst:
+            _charge(self.byte_budgets, client, int(declared), "byte", "bytes")  # 413
+        wait = max(self.packet_budgets.wait_for(client, 0.0),  # until its debt is repaid
+                   self.byte_budgets.wait_for(client, declared))  # fmt: skip
+        if wait > 0:
+            await asyncio.sleep(min(wait, TARPIT_S))
+            raise ServeError("rate_limited", f"this client's budget is spent: retry in "
+                             f"{max(wait, 0.01):.2f} s",
+                             retry_after_header(wait) | {"Connection": "close"})  # fmt: skip
+
     async def infer(self, body: bytes, media: str, top_k: int, client: str) -> dict:
         """The answer to one ``/v1/infer`` request whose ``body`` has arrived (JSON-ready);
         raises :class:`ServeError` for anything refused."""
@@ -178,7 +198,7 @@ class Service:
             _charge(self.byte_budgets, client, len(body), "byte", "bytes")
             packets = (decode_batch(body, max_count=self.limits.max_batch)
                        if media == BATCH_CONTENT_TYPE else [body])  # fmt: skip
-            _charge(self.packet_budgets, client, len(packets), "packet", "packets")
+            self._charge_packets(client, len(packets))
             outcome = await self._run(packets, top_k, client)
         except (_ClientAlarm, _RateAnomaly) as exc:
             self._log_refusal(exc, client)
@@ -187,6 +207,16 @@ class Service:
             self._leave(client)
         self._record(outcome, client)
         return self._answer(outcome, len(body), t0, single=media != BATCH_CONTENT_TYPE)
+
+    def _charge_packets(self, client: str, n: int) -> None:
+        """Charge ``n`` packets to ``client``'s budget, into debt if need be (413 over its
+        burst): its next requests wait in :meth:`check_budgets` until the debt is repaid."""
+        budgets = self.packet_budgets
+        if budgets.enabled and n > budgets.burst:
+            raise ServeError("too_large", f"a request of {n} packets is larger than the "
+                             f"per-client burst of {budgets.burst:.0f} packets: send fewer "
+                             "packets per request")  # fmt: skip
+        budgets.charge(client, n)
 
     def _enter(self, client: str) -> None:
         """Count a request in flight: 503 when the server is full, 429 when its client is."""
@@ -210,9 +240,12 @@ class Service:
         self.metrics.in_flight.set(self.in_flight)
 
     async def _run(self, packets: list[bytes], top_k: int, client: str) -> InferOutcome:
-        """Admission, then decoding and the tail in chunks, each in the client's turn."""
-        encoded, decisions = await self.scheduler.run(client, self.engine.admit, packets, client)
+        """Admission, then decoding and the tail in chunks, each in the client's turn (a
+        request of one chunk or less is one turn)."""
         step, parts = self.limits.chunk_packets, []
+        if len(packets) <= step:
+            return await self.scheduler.run(client, self.engine.infer, packets, top_k, client)
+        encoded, decisions = await self.scheduler.run(client, self.engine.admit, packets, client)
         for start in range(0, len(packets), step):
             stop = min(start + step, len(packets))
             parts.append(await self.scheduler.run(
@@ -298,7 +331,7 @@ def _rounded(value: float | None) -> float | None:
 
 
 def _charge(budgets: ClientBudgets, client: str, amount: int, what: str, unit: str) -> None:
-    """Take ``amount`` from ``client``'s ``what`` budget: 413 over the burst, 429 when spent."""
+    """Take ``amount`` from ``client``'s ``what`` budget: 413 over the burst, 429 when short."""
     wait = budgets.consume(client, amount)
     if wait == 0.0:
         return
