@@ -60,12 +60,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class Server:
-    """``entroguard serve`` at its defaults, as a subprocess on a free loopback port."""
+    """``entroguard serve`` (at its defaults, unless ``options``) as a subprocess on a free
+    loopback port."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *options: str) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="eg-hostile-"))
         command = [sys.executable, "-m", "entroguard.serve", "serve", "--model", model,
-                   "--host", VICTIM, "--port", "0", "--log-level", "error"]  # fmt: skip
+                   "--host", VICTIM, "--port", "0", "--log-level", "error", *options]  # fmt: skip
         with open(self.dir / "out", "wb") as out, open(self.dir / "log", "wb") as log:
             self.proc = subprocess.Popen(command, stdout=out, stderr=log)
         self.url = self._wait()
