@@ -14,6 +14,14 @@ if [ ! -f "$fmnist" ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 
         || echo "note: apt could not install dataset-fashion-mnist; entroguard will use torchvision's download"
 fi
 
+# The reverse proxy the tests run the documented deployment with (deploy/nginx-entroguard.conf).
+if [ -n "$extras" ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ] \
+        && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    { apt-get install -y -qq nginx-light >/dev/null 2>&1 \
+        || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }; } \
+        || echo "note: apt could not install nginx-light; the reverse-proxy test will be skipped"
+fi
+
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade "pip>=24"

@@ -167,6 +167,6 @@ def test_a_batch_flood_is_budgeted_and_rotating_ids_do_not_escape_it(server, fp_
     assert victim == [200] * 20
     assert 429 in statuses and statuses.count(200) < len(statuses)
     # one attacker, however it names itself
-    clients = set(app.state.service.packet_budgets._buckets)
+    clients = set(app.state.service.packet_budgets.clients())
     assert "peer:" + ATTACKER in clients and not any(c.startswith("id:") for c in clients)
     assert "peer:" + LOOPBACK in clients

@@ -365,5 +365,10 @@ class ClientBudgets:
             bucket = self._buckets.get(client)
             return 0.0 if bucket is None else bucket.wait_for(amount)
 
+    def clients(self) -> list[str]:
+        """The clients with a bucket, least recently charged first."""
+        with self._lock:
+            return list(self._buckets)
+
     def __len__(self) -> int:
         return len(self._buckets)
