@@ -48,7 +48,7 @@ from entroguard.serve.body import check_content_length, read_limited
 from entroguard.serve.engine import DEFAULT_TOP_K
 from entroguard.serve.errors import ServeError, dumps, error_body
 from entroguard.serve.framing import BATCH_CONTENT_TYPE, PACKET_CONTENT_TYPE
-from entroguard.serve.guard import GuardConfig
+from entroguard.serve.guard import Clock, GuardConfig
 from entroguard.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from entroguard.serve.metrics import ServerMetrics
 from entroguard.serve.openapi import openapi_document
@@ -71,7 +71,7 @@ def create_app(
     model_name: str | None = None,
     classes: Sequence[str] | None = None,
     limits: ServeLimits | None = None,
-    clock=time.monotonic,
+    clock: Clock = time.monotonic,
     metrics: ServerMetrics | None = None,
 ) -> FastAPI:
     """The server app for ``model``: :func:`app_for` a :class:`Service` built from these

@@ -26,7 +26,7 @@ from entroguard.serve.engine import InferOutcome, TailEngine, _ClientAlarm, _Rat
 from entroguard.serve.errors import ServeError, retry_after_header
 from entroguard.serve.fair import FairScheduler
 from entroguard.serve.framing import BATCH_CONTENT_TYPE, DEFAULT_MAX_BATCH, decode_batch
-from entroguard.serve.guard import ClientBudgets, GuardConfig, GuardDecision, RateGuard
+from entroguard.serve.guard import ClientBudgets, Clock, GuardConfig, GuardDecision, RateGuard
 from entroguard.serve.metrics import ServerMetrics
 from entroguard.serve.protocol import ConnectionLimits, ConnectionTable
 from entroguard.serve.sequential import ClientCusums
@@ -107,7 +107,8 @@ class Service:
                  classes: Sequence[str] | None = None, clean_stats: dict | None = None,
                  setting_stats: Mapping[tuple[int, int], dict] | None = None,
                  keyed: tuple[KeyedProtection, SplitKey] | None = None,
-                 clock=time.monotonic, metrics: ServerMetrics | None = None) -> None:  # fmt: skip
+                 clock: Clock = time.monotonic,
+                 metrics: ServerMetrics | None = None) -> None:  # fmt: skip
         self.config = guard_config or GuardConfig()
         self.limits = limits or ServeLimits()
         self.metrics = metrics or ServerMetrics()
