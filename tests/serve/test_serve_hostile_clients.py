@@ -170,3 +170,27 @@ def test_a_batch_flood_is_budgeted_and_rotating_ids_do_not_escape_it(server, fp_
     clients = set(app.state.service.packet_budgets.clients())
     assert "peer:" + ATTACKER in clients and not any(c.startswith("id:") for c in clients)
     assert "peer:" + LOOPBACK in clients
+
+
+def test_the_serve_command_takes_the_defences_options(tmp_path, fp_model, fp_stats):
+    from serve_helpers import ServerProcess, save_model
+
+    checkpoint = save_model(fp_model, tmp_path / "tiny", fp_stats)
+    options = ["--trusted-proxy", "10.0.0.1", "--trusted-proxy", "10.0.0.2",
+               "--header-timeout-s", "3", "--body-timeout-s", "4",
+               "--max-connections-per-client", "5", "--max-in-flight-per-client", "6"]  # fmt: skip
+    server = ServerProcess(checkpoint, tmp_path, *options)
+    try:
+        described = httpx.get(server.url + "/v1/models").json()["models"][0]
+        limits = described["limits"]
+        assert limits["connections"]["trusted_proxies"] == ["10.0.0.1", "10.0.0.2"]
+        assert limits["connections"]["header_timeout_s"] == 3.0
+        assert limits["connections"]["body_timeout_s"] == 4.0
+        assert limits["connections"]["max_connections_per_client"] == 5
+        assert limits["max_in_flight_per_client"] == 6
+        assert described["capacity_packets_per_s"] > 0  # measured at start-up
+        assert described["client_budget_packets_per_s"] == pytest.approx(
+            described["capacity_packets_per_s"] / 4, rel=0.01)  # fmt: skip
+        assert "measured capacity" in (tmp_path / "server.out").read_text()
+    finally:
+        server.stop()
