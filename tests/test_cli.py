@@ -77,3 +77,15 @@ def test_report_without_results_says_what_to_run(tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2
     assert "entroguard campaign" in result.output
+
+
+def test_importing_entroguard_prints_no_warning_and_the_cli_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, entroguard.cli; assert 'torch' not in sys.modules, 'torch imported'; "
+            "import entroguard.models, entroguard.codec, entroguard.serve.app")  # fmt: skip
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True,
+                          text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""

@@ -1,5 +1,6 @@
 """Entropy models that turn a latent into real byte strings and back."""
 
+import entroguard.quiet_imports  # noqa: F401  (CompressAI first, without its warning)
 from entroguard.codec.base import CodecOutput, LatentCodec, Quantization
 from entroguard.codec.factorized import FactorizedPrior
 from entroguard.codec.fixed_rate import AffineUint8

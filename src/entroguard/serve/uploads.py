@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torch import Tensor
+
+if TYPE_CHECKING:  # torch is not imported for the CLI's constants
+    from torch import Tensor
 
 DEFAULT_JPEG_QUALITY = 90
 
