@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from entroguard.errors import InputError
 from entroguard.serve.cli import edge_command, serve_command
 from entroguard.serve.client import EdgeClient
-from entroguard.serve.edge import check_same_model, run_edge, summarize
+from entroguard.serve.edge import check_same_model, format_record, run_edge, summarize
 from entroguard.serve.inputs import InputSource
 from entroguard.serve.uploads import upload_sizes
 
@@ -74,8 +74,24 @@ def test_edge_loop_against_a_live_server(fp_model, fp_stats, image_dir):
     summary = summarize(records, wall_s=1.0)
     assert summary["n"] == 5 and summary["answered"] == 5
     assert summary["packet_bytes"] == pytest.approx(np.mean([r.packet_bytes for r in records]))
-    assert summary["raw_bytes"] == 3072 and summary["p99_ms"] >= summary["p50_ms"] > 0
-    assert summary["x_smaller_than_raw"] == pytest.approx(3072 / summary["packet_bytes"])
+    # the user's 48x40 RGB files, not the 32x32 model input
+    assert summary["raw_bytes"] == 48 * 40 * 3 and summary["p99_ms"] >= summary["p50_ms"] > 0
+    assert summary["x_smaller_than_raw"] == pytest.approx(5760 / summary["packet_bytes"])
+    sizes = [(image_dir / f"img{i}.png").stat().st_size for i in range(5)]
+    assert summary["file_bytes"] == pytest.approx(np.mean(sizes))
+    assert all(0 < r.payload_bytes < r.packet_bytes for r in records)
+
+
+def test_dataset_images_are_compared_as_the_dataset_has_them(fp_model, fp_stats):
+    source = InputSource(["test:fashion-mnist"], (32, 32), limit=3)
+    (batch,) = list(source.batches(3))
+    assert batch.raw_bytes == [784] * 3 and batch.file_bytes == [None] * 3
+    assert batch.sources[0].shape == (1, 28, 28) and batch.images.shape == (3, 3, 32, 32)
+    with live_app(fp_model, fp_stats) as (url, _), EdgeClient(url) as client:
+        records = run_edge(fp_model, client, source, progress=False, top_k=3)
+    assert all(len(r.top_k) == 3 and r.client_alarm is False for r in records)
+    line = format_record(records[0])
+    assert "packet" in line and "payload" in line and line.count(", ") >= 2  # three classes
 
 
 def test_edge_refuses_a_server_with_another_model(fp_model, fp_stats, mshp_model):

@@ -103,4 +103,4 @@ def load_fashion_mnist(split: str, *, download: bool = False) -> ImageSet:
     images = torch.from_numpy(read_idx(image_path).copy()).unsqueeze(1)
     labels = torch.from_numpy(read_idx(label_path).astype(np.int64))
     images = torch.nn.functional.pad(images, (PAD, PAD, PAD, PAD))
-    return ImageSet("fashion-mnist", split, images, labels, CLASSES)
+    return ImageSet("fashion-mnist", split, images, labels, CLASSES, padding=PAD)

@@ -20,6 +20,8 @@ class ImageSet:
             when served.
         labels: int64 tensor (N,).
         classes: class names, index = label.
+        padding: zero pixels the loader added on each side (Fashion-MNIST's 28x28 images
+            are served as 32x32); the source images are :meth:`source` .
     """
 
     name: str
@@ -27,6 +29,7 @@ class ImageSet:
     images: Tensor
     labels: Tensor
     classes: tuple[str, ...]
+    padding: int = 0
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -48,7 +51,14 @@ class ImageSet:
         """The first ``n`` images (all when ``n`` is None or larger than the set)."""
         if n is None or n >= len(self):
             return self
-        return ImageSet(self.name, self.split, self.images[:n], self.labels[:n], self.classes)
+        return ImageSet(self.name, self.split, self.images[:n], self.labels[:n], self.classes,
+                        self.padding)  # fmt: skip
+
+    def source(self, i: int) -> Tensor:
+        """Image ``i`` as the dataset has it, without the loader's padding: uint8 (C, H, W)."""
+        p = self.padding
+        image = self.images[i]
+        return image[:, p : image.shape[1] - p, p : image.shape[2] - p] if p else image
 
     def to_float(self, index: Tensor | slice) -> Tensor:
         """Images at ``index`` as float (B, 3, H, W) in [0, 1]."""

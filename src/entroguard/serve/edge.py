@@ -20,6 +20,7 @@ from torch import Tensor
 from entroguard.errors import InputError
 from entroguard.models.split import SplitClassifier
 from entroguard.serve.client import EdgeClient, ServerRejectedError
+from entroguard.serve.engine import CLIENT_ALARM_DETAIL
 from entroguard.serve.inputs import InputSource
 from entroguard.serve.uploads import DEFAULT_JPEG_QUALITY, upload_sizes
 
@@ -30,15 +31,21 @@ Defense = Callable[[SplitClassifier, Tensor], Tensor]
 class EdgeRecord:
     """One image's trip. Sizes in bytes, times in milliseconds.
 
-    ``predicted``/``label``/``prob``/``guard`` are None when the server refused the packet
-    (``error`` then holds its reason).
+    ``packet_bytes`` is what goes on the wire (header + coder payload), ``payload_bytes`` the
+    coder's part of it; ``raw_bytes`` the image uncompressed as the user has it, ``png_bytes``
+    and ``jpeg_bytes`` its re-encodings (see :class:`~entroguard.serve.inputs.InputBatch`),
+    ``file_bytes`` the user's own file (None for dataset images). ``predicted``/``label``/
+    ``prob``/``top_k``/``guard`` are None when the server refused the packet (``error`` then
+    holds its reason); ``client_alarm`` is the server's sequential test on this client.
     """
 
     name: str
     packet_bytes: int
+    payload_bytes: int
     raw_bytes: int
     png_bytes: int
     jpeg_bytes: int
+    file_bytes: int | None
     encode_ms: float
     latency_ms: float | None
     predicted: int | None
@@ -46,6 +53,8 @@ class EdgeRecord:
     prob: float | None
     guard: str | None
     true_label: int | None
+    top_k: list[dict] | None = None
+    client_alarm: bool | None = None
     error: str | None = None
 
     def to_dict(self) -> dict:
@@ -115,50 +124,55 @@ def run_edge(
     records: list[EdgeRecord] = []
     with tqdm(total=len(source), desc="edge", unit="img", disable=not progress) as bar:
         for batch in source.batches(encode_batch):
-            images = batch.images
-            t0 = time.perf_counter()
-            if defense is not None:
-                with torch.no_grad():
-                    images = defense(model, images).detach().clamp(0, 1)
-            packets = model.to_packets(images)
-            encode_ms = (time.perf_counter() - t0) * 1e3 / len(packets)
-            uploads = upload_sizes(batch.images, jpeg_quality)
-            for i, packet in enumerate(packets):
-                common = dict(
-                    name=batch.names[i],
-                    packet_bytes=len(packet),
-                    raw_bytes=int(uploads.raw[i]),
-                    png_bytes=int(uploads.png[i]),
-                    jpeg_bytes=int(uploads.jpeg[i]),
-                    encode_ms=encode_ms,
-                    true_label=batch.labels[i],
-                )
-                try:
-                    reply = client.infer(packet, top_k=top_k)
-                except ServerRejectedError as exc:
-                    if exc.status != 422:
-                        raise
-                    record = EdgeRecord(
-                        **common, latency_ms=None, predicted=None, label=None, prob=None,
-                        guard="refuse", error=exc.reason,
-                    )  # fmt: skip
-                else:
-                    body = reply.body
-                    predicted = int(body["predicted"])
-                    record = EdgeRecord(
-                        **common,
-                        latency_ms=reply.latency_s * 1e3,
-                        predicted=predicted,
-                        label=body.get("label")
-                        or (classes[predicted] if classes else str(predicted)),
-                        prob=float(body["top_k"][0]["prob"]),
-                        guard=body.get("guard", {}).get("decision"),
-                    )
+            for common, packet in _encode(model, batch, defense, jpeg_quality):
+                record = _send(client, packet, common, top_k, classes)
                 records.append(record)
                 if on_record is not None:
                     on_record(record)
                 bar.update(1)
     return records
+
+
+def _encode(model: SplitClassifier, batch, defense: Defense | None, jpeg_quality: int):
+    """Per image of ``batch``: its record's sizes and encode time, and its packet."""
+    images = batch.images
+    t0 = time.perf_counter()
+    if defense is not None:
+        with torch.no_grad():
+            images = defense(model, images).detach().clamp(0, 1)
+    encoded = model.compress(images)
+    packets = model.packets(encoded)
+    encode_ms = (time.perf_counter() - t0) * 1e3 / len(packets)
+    for i, packet in enumerate(packets):
+        uploads = upload_sizes(batch.sources[i][None].expand(1, 3, -1, -1), jpeg_quality)
+        common = dict(name=batch.names[i], packet_bytes=len(packet),
+                      payload_bytes=encoded.payload_bytes()[i], raw_bytes=batch.raw_bytes[i],
+                      png_bytes=int(uploads.png[0]), jpeg_bytes=int(uploads.jpeg[0]),
+                      file_bytes=batch.file_bytes[i], encode_ms=encode_ms,
+                      true_label=batch.labels[i])  # fmt: skip
+        yield common, packet
+
+
+def _send(client: EdgeClient, packet: bytes, common: dict, top_k: int,
+          classes: list[str] | None) -> EdgeRecord:  # fmt: skip
+    """One packet's round trip; a rate-guard refusal (422) is a record, anything else raises."""
+    try:
+        reply = client.infer(packet, top_k=top_k)
+    except ServerRejectedError as exc:
+        if exc.status != 422:
+            raise
+        return EdgeRecord(**common, latency_ms=None, predicted=None, label=None, prob=None,
+                          guard="refuse", error=exc.reason,
+                          client_alarm=exc.detail.startswith(CLIENT_ALARM_DETAIL))  # fmt: skip
+    body = reply.body
+    predicted = int(body["predicted"])
+    guard = body.get("guard", {})
+    return EdgeRecord(
+        **common, latency_ms=reply.latency_s * 1e3, predicted=predicted,
+        label=body.get("label") or (classes[predicted] if classes else str(predicted)),
+        prob=float(body["top_k"][0]["prob"]), guard=guard.get("decision"),
+        top_k=body["top_k"], client_alarm=guard.get("client_alarm"),
+    )  # fmt: skip
 
 
 def summarize(records: list[EdgeRecord], wall_s: float | None = None) -> dict:
@@ -173,7 +187,13 @@ def summarize(records: list[EdgeRecord], wall_s: float | None = None) -> dict:
     if not records:
         return {"n": 0}
     packet = np.array([r.packet_bytes for r in records], dtype=np.float64)
-    out: dict = {"n": len(records), "packet_bytes": float(packet.mean())}
+    out: dict = {"n": len(records), "packet_bytes": float(packet.mean()),
+                 "payload_bytes": float(np.mean([r.payload_bytes for r in records]))}  # fmt: skip
+    files = [r.file_bytes for r in records if r.file_bytes is not None]
+    if files:  # the user's own files, against the packets of those same images
+        files_packets = [r.packet_bytes for r in records if r.file_bytes is not None]
+        out["file_bytes"] = float(np.mean(files))
+        out["x_smaller_than_file"] = out["file_bytes"] / float(np.mean(files_packets))
     for key in ("raw_bytes", "png_bytes", "jpeg_bytes"):
         mean = float(np.mean([getattr(r, key) for r in records]))
         out[key] = mean
@@ -187,6 +207,7 @@ def summarize(records: list[EdgeRecord], wall_s: float | None = None) -> dict:
     out["answered"] = int(sum(r.predicted is not None for r in records))
     out["flagged"] = int(sum(r.guard == "flag" for r in records))
     out["refused"] = int(sum(r.guard == "refuse" for r in records))
+    out["client_alarm"] = int(sum(bool(r.client_alarm) for r in records))
     labelled = [r for r in records if r.true_label is not None and r.predicted is not None]
     if labelled:
         out["labelled"] = len(labelled)
@@ -198,15 +219,16 @@ def summarize(records: list[EdgeRecord], wall_s: float | None = None) -> dict:
 
 
 def format_record(r: EdgeRecord) -> str:
-    """One line per image: name, packet bytes, latency, prediction (or refusal)."""
+    """One line per image: name, packet and payload bytes, latency, the top-k classes (or the
+    refusal) and what the server's guard said about the packet and this client."""
+    sizes = f"packet {r.packet_bytes:5d} B (payload {r.payload_bytes:5d} B)"
+    alarm = "  [guard: this client is in alarm]" if r.client_alarm else ""
     if r.predicted is None:
-        outcome = f"refused ({r.error})"
-        latency = "      -"
-    else:
-        flag = "  [guard: flagged]" if r.guard == "flag" else ""
-        outcome = f"{r.label} ({r.prob:.2f}){flag}"
-        latency = f"{r.latency_ms:7.2f}"
-    return f"{r.name}  {r.packet_bytes:6d} B  {latency} ms  {outcome}"
+        return f"{r.name}  {sizes}        -  refused ({r.error}){alarm}"
+    flag = "  [guard: flagged]" if r.guard == "flag" else ""
+    ranked = ", ".join(f"{c.get('label', c['class'])} {c['prob']:.2f}" for c in r.top_k or [])
+    outcome = ranked or f"{r.label} ({r.prob:.2f})"
+    return f"{r.name}  {sizes}  {r.latency_ms:7.2f} ms  {outcome}{flag}{alarm}"
 
 
 def format_summary(s: dict) -> str:
@@ -215,12 +237,16 @@ def format_summary(s: dict) -> str:
         return "no images sent"
     lines = [
         f"{s['n']} images, {s['answered']} answered, {s['flagged']} flagged, "
-        f"{s['refused']} refused by the rate guard",
-        f"bytes per image on the wire: {s['packet_bytes']:.1f} (split packet) vs "
-        f"{s['raw_bytes']:.0f} raw ({s['x_smaller_than_raw']:.1f}x), "
+        f"{s['refused']} refused by the rate guard, {s['client_alarm']} while this client's "
+        "sequential test was in alarm",
+        f"bytes per image on the wire: packet {s['packet_bytes']:.1f} (coder payload "
+        f"{s['payload_bytes']:.1f}) vs {s['raw_bytes']:.0f} raw ({s['x_smaller_than_raw']:.1f}x), "
         f"{s['png_bytes']:.1f} PNG ({s['x_smaller_than_png']:.1f}x), "
         f"{s['jpeg_bytes']:.1f} JPEG ({s['x_smaller_than_jpeg']:.1f}x)",
     ]
+    if "file_bytes" in s:
+        lines.append(f"your files: {s['file_bytes']:.1f} bytes per image, "
+                     f"{s['x_smaller_than_file']:.1f}x the packets of the same images")  # fmt: skip
     if "p50_ms" in s:
         lines.append(
             f"latency per request: p50 {s['p50_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms; "

@@ -31,6 +31,8 @@ from entroguard.serve.guard import GuardDecision, RateGuard
 from entroguard.serve.sequential import ClientCusums
 
 DEFAULT_TOP_K = 5
+CLIENT_ALARM_DETAIL = "this client's sequential rate test"
+"""How the detail of a 422 for a client in alarm begins (the edge client shows it as such)."""
 
 
 @dataclass
@@ -264,7 +266,7 @@ class _ClientAlarm(_RateAnomaly):
         ServeError.__init__(
             self,
             "rate_anomaly",
-            f"this client's sequential rate test (CUSUM over its packets) is in alarm: "
+            f"{CLIENT_ALARM_DETAIL} (CUSUM over its packets) is in alarm: "
             f"statistic {last.cusum or 0.0:.1f} over h = {sequential.h:g} clean std; its packets "
             "have carried more payload than clean images for a while. They are refused until "
             f"the statistic falls back below h (each packet of clean size lowers it by about "

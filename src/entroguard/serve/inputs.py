@@ -43,13 +43,22 @@ class InputBatch:
 
     Attributes:
         names: one display name per image (file path, or ``dataset[i]``).
-        images: float (B, 3, H, W) in [0, 1].
+        images: float (B, 3, H, W) in [0, 1], at the model's input size.
         labels: true class ids where known (test sets), else None.
+        sources: per image, what the upload baselines re-encode: the dataset's own image
+            without the loader's padding (float (C, h, w)), or a file's image at the model's
+            size (the file itself is ``file_bytes``).
+        raw_bytes: per image, its uncompressed size as the user has it (pixels x channels at
+            its own resolution, e.g. 784 for a 28x28 grey image).
+        file_bytes: per image, the size of the user's file (None for dataset images).
     """
 
     names: list[str]
     images: Tensor
     labels: list[int | None]
+    sources: list[Tensor]
+    raw_bytes: list[int]
+    file_bytes: list[int | None]
 
 
 class InputSource:
@@ -122,22 +131,25 @@ class InputSource:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         for start in range(0, len(self._items), batch_size):
-            names, images, labels = [], [], []
-            for kind, item in self._items[start : start + batch_size]:
-                if kind == "file":
-                    names.append(str(item))
-                    images.append(load_image(item, self.input_size))
-                    labels.append(None)
-                else:
-                    image_set, i = item
-                    names.append(f"{image_set.name}[{i}]")
-                    images.append(image_set.to_float(slice(i, i + 1))[0])
-                    labels.append(int(image_set.labels[i]))
-            yield InputBatch(names, torch.stack(images), labels)
+            chunk = self._items[start : start + batch_size]
+            items = [self._one(kind, item) for kind, item in chunk]
+            names, images, labels, sources, raw, files = (list(c) for c in zip(*items, strict=True))
+            yield InputBatch(names, torch.stack(images), labels, sources, raw, files)
+
+    def _one(self, kind: str, item) -> tuple:
+        """(name, image, label, source, raw bytes, file bytes) of one input."""
+        if kind == "file":
+            image, raw = load_image(item, self.input_size, with_raw_bytes=True)
+            return str(item), image, None, image, raw, item.stat().st_size
+        image_set, i = item
+        source = image_set.source(i)
+        return (f"{image_set.name}[{i}]", image_set.to_float(slice(i, i + 1))[0],
+                int(image_set.labels[i]), source.float() / 255.0, source.numel(), None)  # fmt: skip
 
 
-def load_image(path: Path, size: tuple[int, int]) -> Tensor:
-    """One image file as float (3, H, W) in [0, 1]: RGB, resized and centre-cropped to size.
+def load_image(path: Path, size: tuple[int, int], *, with_raw_bytes: bool = False):
+    """One image file as float (3, H, W) in [0, 1]: RGB, resized and centre-cropped to size
+    (with ``with_raw_bytes``, also its uncompressed size: width x height x bands of the file).
 
     Raises :class:`InputError` (before decoding) for images over :data:`MAX_IMAGE_PIXELS` or
     more elongated than :data:`MAX_ASPECT_RATIO`; warns for images much smaller than ``size``.
@@ -148,6 +160,7 @@ def load_image(path: Path, size: tuple[int, int]) -> Tensor:
     try:
         with Image.open(path) as image:
             _check_dimensions(path, image.size, size)
+            raw = image.width * image.height * len(image.getbands())
             rgb = image.convert("RGB")
     except Image.DecompressionBombError as exc:  # PIL's own check, on even larger headers
         raise InputError(
@@ -159,7 +172,8 @@ def load_image(path: Path, size: tuple[int, int]) -> Tensor:
     h, w = size
     rgb = F.resize(rgb, min(h, w))
     rgb = F.center_crop(rgb, [h, w])
-    return F.pil_to_tensor(rgb).float().div_(255.0)
+    tensor = F.pil_to_tensor(rgb).float().div_(255.0)
+    return (tensor, raw) if with_raw_bytes else tensor
 
 
 def _check_dimensions(path: Path, wh: tuple[int, int], size: tuple[int, int]) -> None:
