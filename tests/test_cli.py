@@ -89,3 +89,14 @@ def test_importing_entroguard_prints_no_warning_and_the_cli_does_not_import_torc
                           text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
+
+
+@pytest.mark.parametrize("command", ["train", "zoo", "campaign", "report", "demo", "import",
+                                     "analyze", "plan", "leak", "serve", "edge"])  # fmt: skip
+def test_help_shows_no_python_types_and_enumerations_as_choices(command):
+    result = CliRunner().invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.output and "<list[" not in result.output
+    choices = {"train": "<fp|mshp|q8>", "serve": "<flag|refuse|off>", "import": "<fp|mshp>"}
+    if command in choices:
+        assert choices[command] in result.output

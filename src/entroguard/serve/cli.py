@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -57,7 +57,8 @@ def serve_command(
         Path | None, typer.Option(help="Folder of zoo checkpoints (default: the shipped zoo).")
     ] = None,
     guard_mode: Annotated[
-        str, typer.Option(help="Rate guard: flag (answer and mark), refuse (422) or off.")
+        Literal["flag", "refuse", "off"],
+        typer.Option(help="Rate guard: flag (answer and mark), refuse (422) or off."),
     ] = "flag",
     guard_quantile: Annotated[
         float,
@@ -123,7 +124,8 @@ def serve_command(
         list[str] | None,
         typer.Option(
             help="Address of a reverse proxy whose X-Client-Id header names the "
-            "client (repeatable); other clients are their peer address."
+            "client (repeatable); other clients are their peer address.",
+            metavar="ADDRESS",
         ),
     ] = None,
     header_timeout_s: Annotated[
@@ -139,7 +141,9 @@ def serve_command(
         str | None,
         typer.Option(help="Dataset to measure clean payload sizes on if the checkpoint has none."),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error"], typer.Option(help="Server log level.")
+    ] = "info",
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
     """Serve a split model's tail over HTTP (POST /v1/infer), behind a rate guard."""
@@ -232,7 +236,10 @@ def _print_banner(service, url: str, host: str) -> None:
 def edge_command(
     inputs: Annotated[
         list[str],
-        typer.Argument(help="Image files, folders of images, or 'test' (the model's test set)."),
+        typer.Argument(
+            help="Image files, folders of images, or 'test' (the model's test set).",
+            metavar="INPUTS",
+        ),
     ],
     model: Annotated[
         str, typer.Option(help="Zoo model name or checkpoint path (the same as the server's).")
