@@ -98,7 +98,7 @@ def test_the_edge_command_compares_adaptive_and_fixed_settings(tmp_path):
     with live_app(model, stats_of(model, images)) as (url, _):
         result = CliRunner().invoke(cli, ["edge", str(folder), "--model", str(path), "--server",
                                           url, "--deadline-ms", "80", "--link-trace", "0.2,2",
-                                          "--json", str(out), "--figure",
+                                          "--out", str(out), "--figure",
                                           str(tmp_path / "deadline.png")])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "deadline hits %" in result.output and "adaptive" in result.output

@@ -106,13 +106,18 @@ def test_edge_command(fp_model, fp_stats, checkpoint, image_dir, tmp_path):
         result = CliRunner().invoke(
             cli,
             ["edge", str(image_dir), "--model", str(checkpoint), "--server", url,
-             "--no-progress", "--json", str(out), "--client-id", "cli-test"],
+             "--no-progress", "--out", str(out), "--client-id", "cli-test"],
         )  # fmt: skip
+        as_json = CliRunner().invoke(cli, ["edge", str(image_dir), "--model", str(checkpoint),
+                                           "--server", url, "--no-progress", "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "bytes per image on the wire" in result.output
     assert "img0.png" in result.output and "latency per request" in result.output
     saved = json.loads(out.read_text())
     assert saved["summary"]["n"] == 5 and len(saved["records"]) == 5
+    assert as_json.exit_code == 0, as_json.output
+    printed = json.loads(as_json.stdout)  # JSON only, like every --json
+    assert printed["summary"]["n"] == 5 and len(printed["records"]) == 5
 
 
 def test_edge_command_unreachable_server(checkpoint, image_dir):

@@ -13,6 +13,7 @@ stays fast.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -266,8 +267,11 @@ def edge_command(
     timeout: Annotated[float, typer.Option(help="Per-request timeout, seconds.")] = 30.0,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print only the summary.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write every record and the summary as JSON.")
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print every record and the summary as JSON, only.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Also write every record and the summary as JSON here.")
     ] = None,
     deadline_ms: Annotated[
         float | None,
@@ -294,12 +298,11 @@ def edge_command(
     EWMA of the measured bandwidth (see entroguard.serve.deadline) and compares deadline hits,
     accuracy and bytes with fixed settings over the same link.
     """
-    import json
     import time
 
     if deadline_ms is not None:
         _deadline_edge(inputs, model, server, zoo_dir, limit, deadline_ms, link_trace, rtt_ms,
-                       json_out, figure)  # fmt: skip
+                       (as_json, out), figure)  # fmt: skip
         return
     try:
         from tqdm.auto import tqdm
@@ -326,7 +329,7 @@ def edge_command(
         defend = load_defense(defense) if defense else None
         with EdgeClient(server, client_id=client_id, timeout_s=timeout, retries=retries) as client:
             check_same_model(served.model, client)
-            on_record = None if quiet else (lambda r: tqdm.write(format_record(r)))
+            on_record = None if quiet or as_json else (lambda r: tqdm.write(format_record(r)))
             t0 = time.perf_counter()
             records = run_edge(
                 served.model,
@@ -345,23 +348,25 @@ def edge_command(
     except (EntroguardError, ValueError) as exc:
         _fail(exc)
         return
-    typer.echo(format_summary(summary))
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "model": served.name,
-            "server": server,
-            "summary": summary,
-            "records": [r.to_dict() for r in records],
-        }
-        json_out.write_text(json.dumps(payload, indent=2) + "\n")
-        typer.echo(f"wrote {json_out}")
+    payload = {"model": served.name, "server": server, "summary": summary,
+               "records": [r.to_dict() for r in records]}  # fmt: skip
+    _emit(payload, format_summary(summary), as_json, out)
+
+
+def _emit(payload: dict, text: str, as_json: bool, out: Path | None) -> None:
+    """``text`` (or, with ``--json``, ``payload`` as JSON instead) on stdout; ``payload`` as
+    JSON into ``out`` when given."""
+    typer.echo(json.dumps(payload, indent=2) if as_json else text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(payload, indent=2) + "\n")
+        if not as_json:
+            typer.echo(f"wrote {out}")
 
 
 def _deadline_edge(inputs, model, server, zoo_dir, limit, deadline_ms, link_trace, rtt_ms,
-                   json_out, figure) -> None:  # fmt: skip
+                   outputs: tuple[bool, Path | None], figure) -> None:  # fmt: skip
     """``entroguard edge --deadline-ms``: adaptive against fixed settings, one table."""
-    import json
 
     try:
         from entroguard.models.slimmable import SlimmableSplitClassifier
@@ -403,15 +408,12 @@ def _deadline_edge(inputs, model, server, zoo_dir, limit, deadline_ms, link_trac
               "accuracy %": None if r["accuracy"] is None else round(100 * r["accuracy"], 2),
               "packet B": round(r["packet_bytes"], 1), "mean ms": round(r["mean_total_ms"], 1)}
              for r in rows]  # fmt: skip
-    typer.echo(format_table(table, list(table[0])))
-    typer.echo(f"adaptive settings used: {rows[0]['settings_used']}")
+    text = (format_table(table, list(table[0]))
+            + f"\nadaptive settings used: {rows[0]['settings_used']}")  # fmt: skip
     if figure is not None:
         from entroguard.serve.deadline_figure import write_deadline_figure
 
-        typer.echo(f"wrote {write_deadline_figure(rows, deadline_ms, figure)}")
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps({"model": served.name, "deadline_ms": deadline_ms,
-                                        "trace_mbps": trace, "rtt_ms": rtt_ms, "policies": rows},
-                                       indent=2) + "\n")  # fmt: skip
-        typer.echo(f"wrote {json_out}")
+        text += f"\nwrote {write_deadline_figure(rows, deadline_ms, figure)}"
+    payload = {"model": served.name, "deadline_ms": deadline_ms, "trace_mbps": trace,
+               "rtt_ms": rtt_ms, "policies": rows}  # fmt: skip
+    _emit(payload, text, *outputs)
