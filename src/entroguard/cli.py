@@ -256,9 +256,19 @@ def campaign(
         csv_path = run_campaign(cfg, out, zoo_dir=zoo_dir, workers=workers)
     except (EntroguardError, ValueError) as exc:
         _fail(exc)
+    _print_campaign_summary(out)
     typer.echo(f"results: {csv_path} and {out / 'results.sqlite'}")
     if report:
         _write_report(out)
+
+
+def _print_campaign_summary(out: Path) -> None:
+    from entroguard.campaign.export import condition_rows
+    from entroguard.campaign.store import ResultStore
+    from entroguard.campaign.summary import format_campaign_summary
+
+    with ResultStore(out / "results.sqlite") as store:
+        typer.echo(format_campaign_summary(condition_rows(store)))
 
 
 @app.command("report")

@@ -26,6 +26,7 @@ from entroguard.campaign.leak_runner import plan_leak, run_leak_units
 from entroguard.campaign.measurer import ConditionResult, Measurer, Task, threatened
 from entroguard.campaign.models import ModelRef, resolve_models
 from entroguard.campaign.out_lock import OutDirLock
+from entroguard.campaign.progress import CampaignProgress
 from entroguard.campaign.provenance import check_resume, config_record, identity, provenance
 from entroguard.campaign.store import ConditionId, ResultStore
 from entroguard.data import ImageSet, load_dataset
@@ -122,15 +123,12 @@ def run_campaign(
                 f"{len(tasks)} tasks and {len(leak_units)} leak measurements to go"
             )
         measurer = Measurer(data, config.batch_size, config.seed, config.defense_params)
-        bar = tqdm(total=sum(t.n * len(t.defenses) for t in tasks), unit="img", desc="campaign",
-                   disable=not progress, dynamic_ncols=True)  # fmt: skip
+        bar = CampaignProgress(tasks, enabled=progress)
 
         def record(results: list[ConditionResult]) -> None:
             for r in results:
                 store.add(r.cid, r.info, r.params, np.arange(r.n), r.measurement, r.seconds)
-                bar.set_postfix_str(f"{r.cid.model} {r.cid.threat} {r.cid.strength:g} "
-                                    f"{r.cid.defense}")  # fmt: skip
-                bar.update(r.n)
+                bar.done(r)
 
         try:
             if workers <= 1 or len(tasks) <= 1:
