@@ -30,18 +30,17 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
 
 from entroguard.serve.framing import BATCH_CONTENT_TYPE, PACKET_CONTENT_TYPE, encode_batch
+from entroguard.serve.process import ServerProcess
 
 VICTIM, ATTACKER = "127.0.0.1", "127.0.0.2"
 SCENARIOS = ("unloaded", "slow_headers", "idle", "slow_body", "flood", "flood_rotating")
@@ -59,37 +58,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-class Server:
-    """``entroguard serve`` (at its defaults, unless ``options``) as a subprocess on a free
-    loopback port."""
-
-    def __init__(self, model: str, *options: str) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="eg-hostile-"))
-        command = [sys.executable, "-m", "entroguard.serve", "serve", "--model", model,
-                   "--host", VICTIM, "--port", "0", "--log-level", "error", *options]  # fmt: skip
-        with open(self.dir / "out", "wb") as out, open(self.dir / "log", "wb") as log:
-            self.proc = subprocess.Popen(command, stdout=out, stderr=log)
-        self.url = self._wait()
-        self.host, self.port = VICTIM, int(self.url.rsplit(":", 1)[1])
-
-    def _wait(self, timeout: float = 300.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                sys.exit(f"server exited:\n{(self.dir / 'log').read_text()[-3000:]}")
-            for line in (self.dir / "out").read_text().splitlines():
-                if " on http://" in line:
-                    return line.split(" on ", 1)[1].strip()
-            time.sleep(0.2)
-        sys.exit("server did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
+def start_server(model: str, *options: str) -> ServerProcess:
+    """``entroguard serve`` (at its defaults, unless ``options``) on the normal client's
+    loopback address, quiet."""
+    return ServerProcess(model, "--log-level", "error", *options, host=VICTIM)
 
 
 # ------------------------------------------------------------------------------ attackers
-async def _hold(server: Server, kind: str, stop: threading.Event, tally: Counter) -> None:
+async def _hold(server: ServerProcess, kind: str, stop: threading.Event, tally: Counter) -> None:
     """One attacker slot: open, dawdle as ``kind`` until closed, reopen."""
     head = (f"POST /v1/infer HTTP/1.1\r\nHost: x\r\nContent-Type: {PACKET_CONTENT_TYPE}\r\n"
             "Content-Length: 4000\r\n\r\n").encode()  # fmt: skip
@@ -122,14 +98,14 @@ async def _hold(server: Server, kind: str, stop: threading.Event, tally: Counter
         await asyncio.sleep(0.05)
 
 
-def _slow_attack(server: Server, kind: str, n: int, stop: threading.Event, tally: Counter):
+def _slow_attack(server: ServerProcess, kind: str, n: int, stop: threading.Event, tally: Counter):
     async def main() -> None:
         await asyncio.gather(*(_hold(server, kind, stop, tally) for _ in range(n)))
 
     return threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
 
 
-def _flood(server: Server, batch: bytes, rotate: bool, stop: threading.Event, tally: Counter,
+def _flood(server: ServerProcess, batch: bytes, rotate: bool, stop: threading.Event, tally: Counter,
            threads: int):  # fmt: skip
     def run() -> None:
         transport = httpx.HTTPTransport(local_address=ATTACKER)
@@ -150,7 +126,7 @@ def _flood(server: Server, batch: bytes, rotate: bool, stop: threading.Event, ta
 
 
 # ------------------------------------------------------------------------------- measures
-def victim(server: Server, packet: bytes, seconds: float, rate: float) -> dict:
+def victim(server: ServerProcess, packet: bytes, seconds: float, rate: float) -> dict:
     """The normal client's success rate and latency over ``seconds``, sending ``rate``
     requests per second (one at a time)."""
     latencies, statuses = [], Counter()
@@ -177,9 +153,7 @@ def attack(url: str, name: str, batch: bytes, width: int, seconds: float, queue)
     """Run attack ``name`` against ``url`` for ``seconds`` (in its own process, so the
     attacker's Python threads do not share the normal client's interpreter lock); put what
     it got on ``queue``. ``width``: connections (slow attacks) or threads (floods)."""
-    server = Server.__new__(Server)
-    server.url, server.host = url, VICTIM
-    server.port = int(url.rsplit(":", 1)[1])
+    server = SimpleNamespace(url=url, host=VICTIM, port=int(url.rsplit(":", 1)[1]))
     stop, tally = threading.Event(), Counter()
     if name.startswith("flood"):
         threads = _flood(server, batch, name == "flood_rotating", stop, tally, width)
@@ -194,7 +168,7 @@ def attack(url: str, name: str, batch: bytes, width: int, seconds: float, queue)
     queue.put(dict(tally))
 
 
-def scenario(server: Server, name: str, packets: list[bytes], args) -> dict:
+def scenario(server: ServerProcess, name: str, packets: list[bytes], args) -> dict:
     if name == "unloaded":
         return victim(server, packets[64], args.seconds, args.victim_rate) | {"attacker": {}}
     ctx = multiprocessing.get_context("spawn")
@@ -218,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = entroguard.load(args.model)
     images = load_dataset("fashion-mnist", "test").to_float(slice(0, 65))
     packets = model.to_packets(images)
-    server = Server(args.model)
+    server = start_server(args.model)
     try:
         results = {name: scenario(server, name, packets, args)
                    for name in args.scenarios.split(",")}  # fmt: skip

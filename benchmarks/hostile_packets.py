@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hostile import Server  # noqa: E402
+from hostile import start_server  # noqa: E402
 
 from entroguard.models.split import EncodedBatch  # noqa: E402
 from entroguard.serve.framing import PACKET_CONTENT_TYPE  # noqa: E402
@@ -123,8 +123,8 @@ def attack_model(name: str, foreign_name: str, args) -> dict:
     foreign = entroguard.load(foreign_name).to_packets(
         load_dataset("fashion-mnist", "test").to_float(slice(0, 64)))  # fmt: skip
     pools = {"crafted": crafted_pool(model, 256, rng), "foreign": foreign}
-    server = Server(name, "--client-budget-packets-per-s", "0", "--client-budget-bytes-per-s",
-                    "0", "--max-in-flight-per-client", "64")  # fmt: skip
+    unbudgeted = ("--client-budget-packets-per-s", "0", "--client-budget-bytes-per-s", "0")
+    server = start_server(name, *unbudgeted, "--max-in-flight-per-client", "64")
     tally: dict[str, Counter] = {k: Counter() for k in KINDS}
     lock, local = threading.Lock(), threading.local()
     rss_before = rss_kb(server.proc.pid)

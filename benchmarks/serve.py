@@ -30,9 +30,7 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +41,7 @@ import numpy as np
 import torch
 
 from entroguard.serve.framing import BATCH_CONTENT_TYPE, PACKET_CONTENT_TYPE, encode_batch
+from entroguard.serve.process import ServerProcess
 
 OCTET = {"content-type": PACKET_CONTENT_TYPE}
 
@@ -68,47 +67,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # --------------------------------------------------------------------------- server
-class Server:
-    """The server as a subprocess on a free loopback port."""
-
-    def __init__(self, checkpoint: Path, args: argparse.Namespace) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="eg-bench-"))
-        out = open(self.dir / "out", "wb")  # noqa: SIM115
-        log = open(self.dir / "log", "wb")  # noqa: SIM115
-        command = [
-            sys.executable, "-m", "entroguard.serve", "serve", "--model", str(checkpoint),
-            "--host", "127.0.0.1", "--port", "0", "--log-level", "warning",
-            "--client-budget-bytes-per-s", "0", "--client-budget-packets-per-s", "0",
-            "--torch-threads", str(args.torch_threads),
-            "--model-threads", str(args.model_threads), "--max-in-flight", "256",
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(command, stdout=out, stderr=log)
-        self.url = self._wait()
-
-    def _wait(self, timeout: float = 300.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                sys.exit(f"server exited:\n{(self.dir / 'log').read_text()[-3000:]}")
-            for line in (self.dir / "out").read_text().splitlines():
-                if " on http://" in line:
-                    url = line.split(" on ", 1)[1].strip()
-                    try:
-                        if httpx.get(url + "/v1/health", timeout=2).status_code == 200:
-                            return url
-                    except httpx.HTTPError:
-                        pass
-            time.sleep(0.2)
-        self.stop()
-        sys.exit("server did not start")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+def start_server(checkpoint: Path, args: argparse.Namespace) -> ServerProcess:
+    """The server on a free loopback port, without budgets (this measures throughput)."""
+    return ServerProcess(
+        str(checkpoint), "--log-level", "warning", "--client-budget-bytes-per-s", "0",
+        "--client-budget-packets-per-s", "0", "--torch-threads", str(args.torch_threads),
+        "--model-threads", str(args.model_threads), "--max-in-flight", "256",
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------ measures
@@ -257,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
         sizes[f"{key.removesuffix('_bytes')}_over_packet"] = sizes[key] / sizes["packet_bytes"]
     result["bytes_per_image"] = sizes
 
-    server = Server(served.path, args)
+    server = start_server(served.path, args)
     try:
         # throughput and latency against the in-process baseline
         pool = clean_packets[:512]

@@ -9,18 +9,14 @@ server shows up as a failed test rather than a dead test run.
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import torch
 
 from entroguard.models.split import SplitClassifier
 from entroguard.serve.guard import clean_payload_stats
+from entroguard.serve.process import ServerProcess as _ServerProcess
 
 LOOPBACK = "127.0.0.1"
 
@@ -82,54 +78,10 @@ def trusting_loopback(**limits):
     return ServeLimits(connections=ConnectionLimits(trusted_proxies=(LOOPBACK,)), **limits)
 
 
-class ServerProcess:
-    """``python -m entroguard.serve serve`` on a free loopback port, as a subprocess."""
+class ServerProcess(_ServerProcess):
+    """``entroguard serve`` on a free loopback port for ``checkpoint``, logging into
+    ``workdir``, at warning level on one torch thread, with ``args``."""
 
     def __init__(self, checkpoint: Path, workdir: Path, *args: str) -> None:
-        self.log_path = workdir / "server.log"
-        self.out_path = workdir / "server.out"
-        command = [
-            sys.executable, "-m", "entroguard.serve", "serve", "--model", str(checkpoint),
-            "--host", LOOPBACK, "--port", "0", "--log-level", "warning", "--torch-threads", "1",
-            *args,
-        ]  # fmt: skip
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with open(self.out_path, "wb") as out, open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(command, stdout=out, stderr=log, env=env)
-        self.url = self._wait_for_url()
-
-    def _wait_for_url(self, timeout: float = 120.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log()}")
-            for line in self.out_path.read_text().splitlines():
-                if " on http://" in line:
-                    url = line.split(" on ", 1)[1].strip()
-                    if _healthy(url):
-                        return url
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"server did not start in {timeout} s:\n{self.log()}")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text()[-4000:] if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(15)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(url + "/v1/health", timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
+        super().__init__(checkpoint, "--log-level", "warning", "--torch-threads", "1", *args,
+                         workdir=workdir, host=LOOPBACK)  # fmt: skip
