@@ -9,6 +9,7 @@ from serve_helpers import live_app, noise_images, smooth_images
 
 from entroguard.models.latent_bounds import latent_bounds, outside
 from entroguard.models.split import EncodedBatch
+from entroguard.serve.app import ServeLimits
 from entroguard.serve.framing import PACKET_CONTENT_TYPE
 
 OCTET = {"content-type": PACKET_CONTENT_TYPE}
@@ -44,7 +45,8 @@ def test_every_real_latent_is_inside_the_heads_bounds(prior, fp_model, mshp_mode
 @pytest.mark.parametrize("prior", ["fp", "mshp"])
 def test_crafted_symbols_are_refused_and_counted(prior, fp_model, mshp_model, fp_stats, mshp_stats):
     model, stats = (fp_model, fp_stats) if prior == "fp" else (mshp_model, mshp_stats)
-    with live_app(model, stats) as (url, _), httpx.Client(base_url=url, timeout=60) as client:
+    limits = ServeLimits(budget_packets_per_s=0)
+    with live_app(model, stats, limits=limits) as (url, app), httpx.Client(base_url=url) as client:
         for value in (1e3, -4e4, 1.3e8):
             r = client.post("/v1/infer", content=_crafted(model, value), headers=OCTET)
             error = r.json()["error"]
@@ -54,3 +56,6 @@ def test_crafted_symbols_are_refused_and_counted(prior, fp_model, mshp_model, fp
         assert client.post("/v1/infer", content=real, headers=OCTET).status_code == 200
         metrics = client.get("/metrics").text
         assert 'entroguard_rejections_total{reason="impossible_latent"} 3' in metrics
+        assert 'entroguard_guard_decisions_total{decision="impossible_latent"} 3' in metrics
+        # each crafted packet counted against its client's sequential test at the largest score
+        assert app.state.cusums.statistic("peer:127.0.0.1") > 0

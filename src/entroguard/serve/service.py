@@ -204,6 +204,10 @@ class Service:
         except (_ClientAlarm, _RateAnomaly) as exc:
             self._log_refusal(exc, client)
             raise
+        except ServeError as exc:
+            if exc.reason == "impossible_latent":
+                self._count_impossible(client)
+            raise
         finally:
             self._leave(client)
         self._record(outcome, client)
@@ -279,6 +283,14 @@ class Service:
                 log.info("rate guard flagged client=%s payload_bytes=%d threshold_bytes=%.0f "
                          "score=%.3f z=%.1f", client, d.payload_bytes, d.threshold_bytes,
                          d.score, d.z)  # fmt: skip
+
+    def _count_impossible(self, client: str) -> None:
+        """A crafted latent counts against its client: the guard's decision
+        ``impossible_latent``, and the largest score its sequential test takes."""
+        self.metrics.guard_decisions.inc(decision="impossible_latent")
+        log.warning("impossible latent refused client=%s", client)
+        if self.cusums is not None:
+            self.cusums.update(client, [self.config.cusum_clip])
 
     def count_guard(self, decisions: list[GuardDecision], client: str) -> None:
         """Count the guard's verdicts; log a client's sequential alarm when it is raised."""
