@@ -7,7 +7,7 @@ import pytest
 import torch
 from serve_helpers import live_app, noise_images, smooth_images
 
-from entroguard.models.latent_bounds import latent_bounds, outside
+from entroguard.models.latent_bounds import latent_bounds, latent_check
 from entroguard.models.split import EncodedBatch
 from entroguard.serve.app import ServeLimits
 from entroguard.serve.framing import PACKET_CONTENT_TYPE
@@ -39,7 +39,23 @@ def test_every_real_latent_is_inside_the_heads_bounds(prior, fp_model, mshp_mode
     images = torch.cat([smooth_images(8), _extreme_images()])
     with torch.no_grad():
         y_hat = model.codec.quantize(model.analyze(images))
-    assert outside(y_hat, bounds).max() == 0
+    assert latent_check(model).excess(y_hat, [None] * len(images)).max() == 0
+
+
+def test_a_slimmable_heads_decoded_latents_are_inside_at_every_setting():
+    from eg_testutil import slim_model
+
+    model = slim_model("mshp").eval()
+    check = latent_check(model)
+    assert check is not None and set(check.boxes) == set(range(model.codec.settings))
+    images = torch.cat([smooth_images(4), _extreme_images()])
+    for members, rate in model.settings:
+        model.set_mode(members, rate)
+        encoded = model.compress(images)
+        y_hat = model.codec.decompress_at(encoded.strings, encoded.latent_hw, rate)
+        assert check.excess(y_hat, [rate] * len(images)).max() == 0, (members, rate)
+    y_hat[0, 0, 0, 0] = 1e4
+    assert check.excess(y_hat, [rate] * len(images))[0] > 0
 
 
 @pytest.mark.parametrize("prior", ["fp", "mshp"])

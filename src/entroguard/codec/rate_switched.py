@@ -59,6 +59,11 @@ class RateSwitchedCodec(LatentCodec):
             raise ValueError(f"rate setting {rate!r} is not trained: use 0..{self.settings - 1}")
         return rate
 
+    def gains(self, rate: int) -> tuple[Tensor, Tensor]:
+        """Setting ``rate``'s per-channel gain and inverse gain, each (C,)."""
+        rate = self.check_rate(rate)
+        return self._gain(rate).flatten().detach(), self._inverse_gain(rate).flatten().detach()
+
     def _gain(self, rate: int) -> Tensor:
         return self.log_gain[rate].exp().view(1, -1, 1, 1)
 

@@ -10,11 +10,16 @@ each latent position, an interval that contains ``g_a((x - mean) / std)`` for **
 sound (no real packet is refused) and loose (a real latent sits far inside it), which is all a
 check on untrusted input needs.
 
-Heads with a module this file cannot bound (for example a slimmable head's member encoders)
-have no bounds, and their packets are not checked (:func:`latent_bounds` returns None).
+A slimmable head's latent is the mean of its first ``k`` members, so its box is the hull over
+``k`` of the mean of the members' boxes; each rate setting then scales it by its gain before
+quantisation and by its inverse gain after decoding (:class:`LatentCheck`). Heads with a module
+this file cannot bound have no bounds, and their packets are not checked
+(:func:`latent_bounds` returns None).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +56,19 @@ def _through(module: nn.Module, box: Box) -> Box | None:
         return _gdn(module, box)
     if isinstance(module, (nn.ReLU, nn.ReLU6, nn.Identity)):
         return module(box[0]), module(box[1])
+    if type(module).__name__ == "MemberEncoder":  # the mean of the first k members, any k
+        return _members(module.members, box)
     return None
+
+
+def _members(members: nn.ModuleList, box: Box) -> Box | None:
+    boxes = [_through(member, box) for member in members]
+    if any(b is None for b in boxes):
+        return None
+    lows = torch.cumsum(torch.stack([b[0] for b in boxes]), 0)
+    highs = torch.cumsum(torch.stack([b[1] for b in boxes]), 0)
+    counts = torch.arange(1, len(boxes) + 1, dtype=lows.dtype).reshape(-1, 1, 1, 1, 1)
+    return (lows / counts).amin(0), (highs / counts).amax(0)
 
 
 def _conv(conv: nn.Conv2d, box: Box) -> Box:
@@ -76,13 +93,41 @@ def _gdn(gdn: GDN, box: Box) -> Box:
     return -reach((-low).clamp(min=0)), reach(high.clamp(min=0))
 
 
-def outside(y_hat: Tensor, bounds: Box) -> Tensor:
-    """Per image (B,), the largest distance (latent units) by which ``y_hat`` (B, C, h, w)
-    lies outside ``bounds``, widened by 0.5 (quantisation moves a value by up to half a step)
-    and by a float32 rounding allowance; 0 where every value is inside."""
+@dataclass
+class LatentCheck:
+    """Where a head's decoded latents can lie: per rate setting (``None`` for a model with a
+    single one), a box ``(low, high)`` of (C, h, w) float64 tensors in the decoded domain,
+    quantisation and float32 rounding included."""
+
+    boxes: dict[int | None, Box]
+
+    def excess(self, y_hat: Tensor, rates: list[int | None]) -> Tensor:
+        """Per image (B,), the largest distance by which ``y_hat`` (B, C, h, w), decoded at
+        ``rates`` (one per image), lies outside its box; 0 where every value is inside."""
+        low = torch.stack([self.boxes[r][0] for r in rates])
+        high = torch.stack([self.boxes[r][1] for r in rates])
+        y = y_hat.double()
+        return torch.maximum((low - y).clamp(min=0), (y - high).clamp(min=0)).flatten(1).amax(1)
+
+
+@torch.no_grad()
+def latent_check(model) -> LatentCheck | None:
+    """The :class:`LatentCheck` of ``model``'s head (None when it cannot be bounded)."""
+    bounds = latent_bounds(model)
+    if bounds is None:
+        return None
     low, high = bounds
-    slack = 0.5 + 1e-3 + 1e-4 * torch.maximum(low.abs(), high.abs())
-    y = y_hat.double()
-    below = (low - slack - y).clamp(min=0)
-    above = (y - high - slack).clamp(min=0)
-    return torch.maximum(below, above).flatten(1).amax(1)
+    codec = model.codec
+    if not hasattr(codec, "decompress_at"):  # one setting: y_hat within half a step of y
+        return LatentCheck({None: _widened(low - 0.5, high + 0.5)})
+    boxes = {}
+    for rate in range(codec.settings):  # round(y * gain) * inverse gain
+        gain, inverse = (g.double().reshape(-1, 1, 1) for g in codec.gains(rate))
+        boxes[rate] = _widened((low * gain - 0.5) * inverse, (high * gain + 0.5) * inverse)
+    return LatentCheck(boxes)
+
+
+def _widened(low: Tensor, high: Tensor) -> Box:
+    """``(low, high)`` widened by a float32 rounding allowance."""
+    slack = 1e-3 + 1e-4 * torch.maximum(low.abs(), high.abs())
+    return low - slack, high + slack

@@ -16,7 +16,7 @@ import torch
 
 from entroguard.codec.rans import BitstreamError
 from entroguard.errors import InputError, ModelMismatchError
-from entroguard.models.latent_bounds import latent_bounds, outside
+from entroguard.models.latent_bounds import LatentCheck, latent_check
 from entroguard.models.split import EncodedBatch, SplitClassifier
 from entroguard.packet import PacketError
 from entroguard.privacy.keyed import (
@@ -99,7 +99,7 @@ class TailEngine:
         if len(self.classes) != k:
             raise ValueError(f"{len(self.classes)} class names for a {k}-class model")
         self.max_packet_bytes = int(max_packet_bytes)
-        self.bounds = latent_bounds(model)  # None: this head cannot be bounded, not checked
+        self.latent_check = latent_check(model)  # None: this head cannot be bounded
         self._lock = threading.Lock() if model_lock else None
         _ = model.latent_hw  # computed once here, not concurrently in requests
 
@@ -174,9 +174,10 @@ class TailEngine:
         raises :class:`ServeError` for refused input."""
         return self.run(*self.admit(packets, client), top_k)
 
-    def _check_possible(self, y_hat, first_index: int) -> None:
-        if self.bounds is not None:
-            _check_possible_latents(y_hat, self.bounds, first_index)
+    def _check_possible(self, y_hat, encoded: EncodedBatch, first_index: int) -> None:
+        if self.latent_check is not None:
+            rates = [s[1] for s in encoded.settings] if encoded.settings else [None] * len(y_hat)
+            _check_possible_latents(y_hat, self.latent_check, rates, first_index)
 
     @torch.no_grad()
     def _run(self, encoded: EncodedBatch, decisions: list[GuardDecision], top_k: int,
@@ -192,7 +193,7 @@ class TailEngine:
             raise ServeError(
                 exc.reason, f"the coder payload cannot be decoded by this model: {exc}"
             ) from None
-        self._check_possible(y_hat, first_index)
+        self._check_possible(y_hat, encoded, first_index)
         t1 = time.perf_counter()
         logits = self.model.classify(y_hat)
         t2 = time.perf_counter()
@@ -225,18 +226,18 @@ class TailEngine:
         return InferOutcome(results, decisions, t1 - t0, t2 - t1)
 
 
-def _check_possible_latents(y_hat, bounds, first_index: int) -> None:
+def _check_possible_latents(y_hat, check: LatentCheck, rates: list, first_index: int) -> None:
     """400 ``impossible_latent`` for the first decoded latent no image could make."""
-    excess = outside(y_hat, bounds)
+    excess = check.excess(y_hat, rates)
     bad = torch.nonzero(excess > 0).flatten()
     if len(bad):
         i = int(bad[0])
-        low, high = float(bounds[0].min()), float(bounds[1].max())
+        low, high = check.boxes[rates[i]]
         raise ServeError(
             "impossible_latent",
             f"packet {first_index + i} decodes to latent values {float(excess[i]):.4g} beyond "
-            f"what this model's head produces from any image (within [{low:.1f}, {high:.1f}]): "
-            "it was crafted, not coded by this head",
+            f"what this model's head produces from any image (within [{float(low.min()):.1f}, "
+            f"{float(high.max()):.1f}]): it was crafted, not coded by this head",
         )
 
 
