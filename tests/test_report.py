@@ -175,3 +175,17 @@ def test_adaptive_attacks_and_defences_compare_the_same_budget(tmp_path, monkeyp
     section = html[html.index('id="defences"') :]
     assert "Adaptive attacks" in section and "rate, adaptive + defence" in section
     assert "won back" in section
+
+
+def test_corruption_rows_are_labelled_by_the_sign_of_their_rate_change(campaign, monkeypatch):
+    from entroguard.campaign.store import ResultStore
+    from entroguard.report import html, summary
+    from entroguard.report.data import Results
+
+    rates = (("fog", 156.0), ("snow", 40.0), ("blur", 3.0), ("jpeg", 0.5))  # all raise the rate
+    effects = [summary.CorruptionEffect(name, 5, rate, 0.0, rate) for name, rate in rates]
+    monkeypatch.setattr(html.S, "corruption_effects", lambda results: effects)
+    with ResultStore(campaign / "results.sqlite") as store:
+        section = html._summary_section(Results.from_store(store))
+    table = section.split("Corruptions that move the rate most", 1)[1]
+    assert "lowers" not in table and table.count("raises") == len(effects)

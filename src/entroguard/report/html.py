@@ -416,14 +416,14 @@ def _summary_section(results: Results) -> str:
         pick = effects[:k] + [e for e in effects[-k:] if e not in effects[:k]]
         rows = [
             [
-                Cell("raises" if i < k else "lowers"),
+                Cell(_direction(e.rate)),
                 Cell(e.name),
                 num_cell(e.severity, 0),
                 rate_cell(e.rate),
                 top1_cell(e.top1),
                 rate_cell(e.rate_all),
             ]
-            for i, e in enumerate(pick)
+            for e in pick
         ]
         out += "<h3>Corruptions that move the rate most</h3>" + table(
             [
@@ -440,6 +440,13 @@ def _summary_section(results: Results) -> str:
     if "rate_pgd" in results.attacks():
         out += _rate_pgd_table(results)
     return out
+
+
+def _direction(rate_change_pct: float) -> str:
+    """What a rate change does, from its sign (not from its rank)."""
+    if rate_change_pct > 0:
+        return "raises"
+    return "lowers" if rate_change_pct < 0 else "leaves"
 
 
 def _rate_pgd_table(results: Results) -> str:
