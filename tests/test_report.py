@@ -189,3 +189,17 @@ def test_corruption_rows_are_labelled_by_the_sign_of_their_rate_change(campaign,
         section = html._summary_section(Results.from_store(store))
     table = section.split("Corruptions that move the rate most", 1)[1]
     assert "lowers" not in table and table.count("raises") == len(effects)
+
+
+def test_the_heat_map_caption_is_read_from_the_data(campaign, monkeypatch):
+    from entroguard.campaign.store import ResultStore
+    from entroguard.report import html, summary
+    from entroguard.report.data import Results
+
+    rates = (("fog", -20.0), ("snow", -35.0), ("gaussian_noise", 80.0), ("contrast", -60.0))
+    effects = [summary.CorruptionEffect(name, 5, rate, 0.0, rate) for name, rate in rates]
+    monkeypatch.setattr(html.S, "corruption_effects", lambda results: effects)
+    with ResultStore(campaign / "results.sqlite") as store:
+        caption = html._heatmap_reading(Results.from_store(store))
+    assert caption.startswith("Top rows here: gaussian noise (+80.0 %), fog (-20.0 %); ")
+    assert "bottom rows: snow (-35.0 %), contrast (-60.0 %) (mean rate change" in caption

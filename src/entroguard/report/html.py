@@ -335,8 +335,7 @@ def _corruption_section(results: Results) -> str:
         "<b>At a glance.</b> Mean over all models of the rate change (left, % of clean payload "
         "bytes; symmetric-log colour scale) and the top-1 change (right, pp), corruptions "
         "sorted by their mean rate change. Red is worse in both: more bytes, lower accuracy. "
-        "Look for the top rows (high-frequency noise inflates the bitstream) against the "
-        "bottom rows (blur and contrast loss remove detail, so fewer bytes).",
+        + _heatmap_reading(results),
     )
     rate = figure(
         F.render(F.corruption_grid_figure, results, "rate_change_pct"),
@@ -440,6 +439,22 @@ def _summary_section(results: Results) -> str:
     if "rate_pgd" in results.attacks():
         out += _rate_pgd_table(results)
     return out
+
+
+def _heatmap_reading(results: Results) -> str:
+    """What the heat map shows, from the data: the corruptions at its top and bottom."""
+    effects = sorted(S.corruption_effects(results), key=lambda e: e.rate_all, reverse=True)
+    if not effects:
+        return ""
+
+    def said(e: S.CorruptionEffect) -> str:
+        return f"{e.name.replace('_', ' ')} ({e.rate_all:+.1f} %)"
+
+    top, bottom = effects[: min(2, len(effects))], effects[min(2, len(effects)) :][-2:]
+    text = f"Top rows here: {', '.join(said(e) for e in top)}"
+    if bottom:
+        text += f"; bottom rows: {', '.join(said(e) for e in bottom)}"
+    return text + " (mean rate change over models and severities)."
 
 
 def _direction(rate_change_pct: float) -> str:
