@@ -9,13 +9,12 @@ from entroguard.defenses import check_defense_name
 from entroguard.defenses.dct import project_low_band
 from entroguard.models.split import SplitClassifier
 from entroguard.threats.attacks.projection import (
-    Norm,
     ascent_step,
     per_image_l2,
     project,
     random_start,
 )
-from entroguard.threats.attacks.rate_pgd import AttackQuantization, RatePGD
+from entroguard.threats.attacks.rate_pgd import RatePGD
 
 _TINY = 1e-12
 
@@ -51,7 +50,8 @@ class RateLowFreq(RatePGD):
     alternating projections keep that residual small; tests measure it.
 
     Args:
-        eps, steps, step_ratio, norm, quantization, noise_copies, random_start: as
+        eps, and by keyword steps, step_ratio, norm, quantization, noise_copies, random_start,
+            alpha: as
             :class:`~entroguard.threats.attacks.RatePGD` (the random start is drawn in the
             band).
         fraction: fraction of the H x W DCT frequencies the perturbation may use (paper: 0.1).
@@ -66,29 +66,13 @@ class RateLowFreq(RatePGD):
     def __init__(
         self,
         eps: float = 8 / 255,
-        steps: int = 20,
-        step_ratio: float = 0.1,
-        norm: Norm = "linf",
-        quantization: AttackQuantization = "noise",
-        noise_copies: int = 16,
-        random_start: bool = False,
+        *,
         fraction: float = 0.1,
         box_iters: int = 10,
         defense: str = "object_tv",
-        alpha: float | None = None,
-        **unknown: object,
+        **rate_pgd: object,
     ) -> None:
-        super().__init__(
-            eps,
-            steps,
-            step_ratio,
-            norm,
-            quantization,
-            noise_copies,
-            random_start,
-            alpha=alpha,
-            **unknown,
-        )
+        super().__init__(eps, **rate_pgd)  # steps, step_ratio, norm, ...: RatePGD's
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         if int(box_iters) != box_iters or box_iters < 0:

@@ -13,8 +13,7 @@ from entroguard.defenses import check_defense_name
 from entroguard.defenses.rate_mask import latent_bit_map
 from entroguard.models.split import SplitClassifier
 from entroguard.threats.attacks.base import PGDAttack
-from entroguard.threats.attacks.projection import Norm
-from entroguard.threats.attacks.rate_pgd import AttackQuantization, RatePGD
+from entroguard.threats.attacks.rate_pgd import RatePGD
 
 
 def high_rate_region(bit_maps: Tensor, top_fraction: float) -> Tensor:
@@ -43,7 +42,8 @@ class RateRegion(RatePGD):
     only the loss is.
 
     Args:
-        eps, steps, step_ratio, norm, quantization, noise_copies, random_start: as
+        eps, and by keyword steps, step_ratio, norm, quantization, noise_copies, random_start,
+            alpha: as
             :class:`~entroguard.threats.attacks.RatePGD`.
         top_fraction: fraction of the latent positions in the region (default 0.25).
         defense: the defence this attack is meant to evade (recorded in ``adapts_to``; the
@@ -56,28 +56,12 @@ class RateRegion(RatePGD):
     def __init__(
         self,
         eps: float = 8 / 255,
-        steps: int = 20,
-        step_ratio: float = 0.1,
-        norm: Norm = "linf",
-        quantization: AttackQuantization = "noise",
-        noise_copies: int = 16,
-        random_start: bool = False,
+        *,
         top_fraction: float = 0.25,
         defense: str = "object_tv",
-        alpha: float | None = None,
-        **unknown: object,
+        **rate_pgd: object,
     ) -> None:
-        super().__init__(
-            eps,
-            steps,
-            step_ratio,
-            norm,
-            quantization,
-            noise_copies,
-            random_start,
-            alpha=alpha,
-            **unknown,
-        )
+        super().__init__(eps, **rate_pgd)  # steps, step_ratio, norm, ...: RatePGD's
         if not 0.0 < top_fraction <= 1.0:
             raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
         self.top_fraction = float(top_fraction)

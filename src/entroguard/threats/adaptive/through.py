@@ -7,8 +7,7 @@ from torch import Tensor
 
 from entroguard.defenses import check_defense_name
 from entroguard.models.split import SplitClassifier
-from entroguard.threats.attacks.projection import Norm
-from entroguard.threats.attacks.rate_pgd import AttackQuantization, RatePGD, rate_bits
+from entroguard.threats.attacks.rate_pgd import RatePGD, rate_bits
 
 
 class RatePGDThrough(RatePGD):
@@ -24,7 +23,8 @@ class RatePGDThrough(RatePGD):
     generator; the built-in defences are deterministic, so one sample is enough.
 
     Args:
-        eps, steps, step_ratio, norm, quantization, noise_copies, random_start: as
+        eps, and by keyword steps, step_ratio, norm, quantization, noise_copies, random_start,
+            alpha: as
             :class:`~entroguard.threats.attacks.RatePGD`.
         defense: the defence's name (``entroguard.defenses.known_defenses()``).
         defense_params: the defence's hyper-parameters (as it is deployed).
@@ -43,31 +43,15 @@ class RatePGDThrough(RatePGD):
     def __init__(
         self,
         eps: float = 8 / 255,
-        steps: int = 20,
-        step_ratio: float = 0.1,
-        norm: Norm = "linf",
-        quantization: AttackQuantization = "noise",
-        noise_copies: int = 16,
-        random_start: bool = False,
+        *,
         defense: str = "object_tv",
         defense_params: dict | None = None,
         eot_samples: int = 1,
-        alpha: float | None = None,
-        **unknown: object,
+        **rate_pgd: object,
     ) -> None:
         from entroguard.defenses import build_defense
 
-        super().__init__(
-            eps,
-            steps,
-            step_ratio,
-            norm,
-            quantization,
-            noise_copies,
-            random_start,
-            alpha=alpha,
-            **unknown,
-        )
+        super().__init__(eps, **rate_pgd)  # steps, step_ratio, norm, ...: RatePGD's
         if int(eot_samples) != eot_samples or eot_samples < 1:
             raise ValueError(f"eot_samples must be a positive integer, got {eot_samples}")
         if defense_params is not None and not isinstance(defense_params, dict):
