@@ -47,7 +47,7 @@ from entroguard.serve.framing import PACKET_CONTENT_TYPE  # noqa: E402
 
 KINDS = ("flip", "flip_resealed", "truncate", "extend", "random", "header", "crafted",
          "foreign", "empty", "tiny")  # fmt: skip
-MODELS = ("resnet_s-fp-beta0.01", "resnet_s-mshp-beta0.01")
+MODELS = ("resnet_s-fp-beta0.01", "resnet_s-mshp-beta0.01", "resnet_s-q8-c4-bottlefit")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -167,8 +167,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     names = args.models.split(",")
     out = {}
-    for i, name in enumerate(names):
-        out[name] = attack_model(name, names[(i + 1) % len(names)], args)
+    for name in names:  # another model's packets: the first other one of the list or MODELS
+        foreign = next(n for n in (*names, *MODELS) if n != name)
+        out[name] = attack_model(name, foreign, args)
         r = out[name]
         print(
             f"{name}: {r['packets']} packets in {r['seconds']} s, 5xx {r['server_5xx']}, "
