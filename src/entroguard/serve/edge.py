@@ -143,10 +143,11 @@ def _encode(model: SplitClassifier, batch, defense: Defense | None, jpeg_quality
     encoded = model.compress(images)
     packets = model.packets(encoded)
     encode_ms = (time.perf_counter() - t0) * 1e3 / len(packets)
+    payloads = encoded.payload_bytes()
     for i, packet in enumerate(packets):
         uploads = upload_sizes(batch.sources[i][None].expand(1, 3, -1, -1), jpeg_quality)
         common = dict(name=batch.names[i], packet_bytes=len(packet),
-                      payload_bytes=encoded.payload_bytes()[i], raw_bytes=batch.raw_bytes[i],
+                      payload_bytes=payloads[i], raw_bytes=batch.raw_bytes[i],
                       png_bytes=int(uploads.png[0]), jpeg_bytes=int(uploads.jpeg[0]),
                       file_bytes=batch.file_bytes[i], encode_ms=encode_ms,
                       true_label=batch.labels[i])  # fmt: skip

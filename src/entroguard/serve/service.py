@@ -180,7 +180,7 @@ class Service:
         that ignores ``Retry-After`` gains nothing by asking again at once."""
         declared = float(declared_bytes or 1)
         if self.byte_budgets.enabled and declared > self.byte_budgets.burst:
-            _charge(self.byte_budgets, client, int(declared), "byte", "bytes")  # 413
+            raise _over_burst(int(declared), "bytes", self.byte_budgets.burst)
         wait = max(self.packet_budgets.wait_for(client, 0.0),  # until its debt is repaid
                    self.byte_budgets.wait_for(client, declared))  # fmt: skip
         if wait > 0:
@@ -218,9 +218,7 @@ class Service:
         burst): its next requests wait in :meth:`check_budgets` until the debt is repaid."""
         budgets = self.packet_budgets
         if budgets.enabled and n > budgets.burst:
-            raise ServeError("too_large", f"a request of {n} packets is larger than the "
-                             f"per-client burst of {budgets.burst:.0f} packets: send fewer "
-                             "packets per request")  # fmt: skip
+            raise _over_burst(n, "packets", budgets.burst)
         budgets.charge(client, n)
 
     def _enter(self, client: str) -> None:
@@ -349,9 +347,14 @@ def _charge(budgets: ClientBudgets, client: str, amount: int, what: str, unit: s
     if wait == 0.0:
         return
     if math.isinf(wait):
-        raise ServeError("too_large", f"a request of {amount} {unit} is larger than the "
-                         f"per-client burst of {budgets.burst:.0f} {unit}: send fewer packets "
-                         "per request")  # fmt: skip
+        raise _over_burst(amount, unit, budgets.burst)
     raise ServeError("rate_limited", f"{what} budget of {budgets.rate:.0f} {unit}/s (burst "
                      f"{budgets.burst:.0f}) spent: retry in {max(wait, 0.01):.2f} s",
                      retry_after_header(wait))  # fmt: skip
+
+
+def _over_burst(amount: int, unit: str, burst: float) -> ServeError:
+    """413 for a request that can never fit its client's budget."""
+    return ServeError("too_large", f"a request of {amount} {unit} is larger than the "
+                      f"per-client burst of {burst:.0f} {unit}: send fewer packets per "
+                      "request")  # fmt: skip
