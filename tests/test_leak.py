@@ -34,6 +34,17 @@ def test_probes_are_seeded_and_learn(kind):
     assert a.top1 > 0.8 and a.epochs >= 50  # 2 steps an epoch: at least 100 steps of patience
 
 
+@pytest.mark.parametrize("bf16", [False, True])
+def test_the_cnn_probe_learns_in_either_precision_and_is_seeded(bf16):
+    train, val, test = _blobs(300, 0), _blobs(100, 1), _blobs(200, 2)
+    a = train_probe("cnn", train, val, test, num_classes=3, seed=5, patience_steps=100, bf16=bf16)
+    b = train_probe("cnn", train, val, test, num_classes=3, seed=5, patience_steps=100, bf16=bf16)
+    fp32 = train_probe("cnn", train, val, test, num_classes=3, seed=5, patience_steps=100,
+                       bf16=False)  # fmt: skip
+    assert a == b
+    assert a.top1 > 0.8 and a.top1 >= fp32.top1 - 0.02
+
+
 def test_the_length_side_channel_is_the_majority_class_per_length():
     lengths = torch.tensor([10.0, 10, 10, 20, 20, 30])
     labels = torch.tensor([1, 1, 2, 0, 0, 2])

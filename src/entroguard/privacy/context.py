@@ -18,12 +18,12 @@ import torch
 from torch import Tensor
 
 from entroguard.data.imageset import ImageSet
-from entroguard.models.split import SplitClassifier
+from entroguard.models.split import EncodedBatch, SplitClassifier
 from entroguard.packet import NONCE_BYTES, TAG_BYTES
 from entroguard.privacy.points import head_latents, tail_features, view_features
 from entroguard.privacy.probe_pool import ProbePool
 from entroguard.privacy.protection_view import ProtectionView
-from entroguard.privacy.side_channel import channel_bits, packet_lengths
+from entroguard.privacy.side_channel import channel_bits, encode_all, packet_lengths
 
 PARTIES = ("shadow", "victim")
 VAL_FRACTION = 0.1
@@ -61,6 +61,7 @@ class LeakContext:
         self.latents = {k: head_latents(model, x) for k, x in images.items()}
         self.plain = {k: tail_features(model, y, points) for k, y in self.latents.items()}
         self._coded: dict[tuple, Tensor] = {}
+        self._encoded: dict[tuple, list[EncodedBatch]] = {}
         self._lengths: dict[tuple, Tensor] = {}
         self._bits: dict[tuple, Tensor] = {}
         self._probes: dict[tuple, Future] = {}
@@ -68,12 +69,15 @@ class LeakContext:
 
     @cached_property
     @torch.no_grad()
+    def plain_predictions(self) -> Tensor:
+        """The unprotected model's predicted classes (N,) on the victim's images."""
+        codec, y = self.model.codec, self.latents["victim"]
+        return torch.cat([self.model.classify(codec.quantize(b)).argmax(1) for b in y.split(500)])
+
+    @cached_property
     def model_top1(self) -> float:
         """The unprotected model's top-1 on the victim's images (0-1)."""
-        codec, y = self.model.codec, self.latents["victim"]
-        predicted = torch.cat([self.model.classify(codec.quantize(b)).argmax(1)
-                               for b in y.split(500)])  # fmt: skip
-        return float((predicted == self.sets["victim"].labels).float().mean())
+        return float((self.plain_predictions == self.sets["victim"].labels).float().mean())
 
     def coded(self, party: str, view: ProtectionView) -> Tensor:
         """The latents (N, C, h, w) the head codes for ``party``'s images under ``view``."""
@@ -90,12 +94,20 @@ class LeakContext:
         """Views that code the same latent: every unkeyed view codes the plain one."""
         return (party,) if view.keyed is None else (party, view.protection, view.seed)
 
+    def encoded(self, party: str, view: ProtectionView) -> list[EncodedBatch]:
+        """The real coder output of :meth:`coded`, in batches of 500 images (coded once per
+        distinct latent)."""
+        key = self._latent_key(party, view)
+        if key not in self._encoded:
+            self._encoded[key] = encode_all(self.model, self.coded(party, view))
+        return self._encoded[key]
+
     def lengths(self, party: str, view: ProtectionView) -> Tensor:
         """Packet bytes (N,) of ``party``'s images under ``view`` (real coding)."""
         key = self._latent_key(party, view)
         if key not in self._lengths:
             extra = NONCE_BYTES + TAG_BYTES if view.keyed is not None else 0
-            self._lengths[key] = packet_lengths(self.model, self.coded(party, view), extra)
+            self._lengths[key] = packet_lengths(self.model, self.encoded(party, view), extra)
         return self._lengths[key]
 
     def bits(self, party: str, view: ProtectionView) -> Tensor:

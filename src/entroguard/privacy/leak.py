@@ -16,7 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from entroguard.data.imageset import ImageSet
-from entroguard.models.split import SplitClassifier
+from entroguard.models.split import EncodedBatch, SplitClassifier
 from entroguard.privacy.context import LeakContext
 from entroguard.privacy.keyed import check_protection
 from entroguard.privacy.points import POINTS
@@ -106,13 +106,8 @@ def _start(context: LeakContext, name: str, points, probes, protection: str,
     lengths = {party: context.lengths(party, view) for party, view in views.items()}
     by_length = length_classifier_top1(lengths["shadow"], shadow.labels, lengths["victim"],
                                        victim.labels)  # fmt: skip
-    cost = victim_cost(
-        context.model,
-        context.latents["victim"],
-        context.coded("victim", views["victim"]),
-        victim.labels,
-        views["victim"],
-    )
+    cost = victim_cost(context.model, context.encoded("victim", views["victim"]), victim.labels,
+                       views["victim"], context.plain_predictions)  # fmt: skip
     base = {"model": name, "defense": protection, "n_shadow": len(shadow),
             "n_test": len(victim)}  # fmt: skip
     rows = [(base | {"point": p, "probe": k}, futures[p, k]) for p, k in jobs]
@@ -151,26 +146,24 @@ def _probe_fields(result: ProbeResult) -> dict:
 
 
 @torch.no_grad()
-def victim_cost(
-    model: SplitClassifier, latents: Tensor, coded: Tensor, labels: Tensor, view: ProtectionView
-) -> dict:
-    """What the protection costs the victim, through real coding: the head's ``latents``
-    (N, C, h, w) as ``view``'s protection codes them (``coded``), decoded and undone by the
-    keyed tail: mean payload bytes, top-1 (``victim_top1``) and the share of predictions
-    equal to the unprotected model's."""
-    payload, agree, correct = [], 0, 0
-    for y, sent, y_true in zip(latents.split(500), coded.split(500), labels.split(500),
-                               strict=True):  # fmt: skip
-        first = len(payload)
-        strings = model.codec.compress(sent)
-        payload += [sum(map(len, s)) for s in strings]
-        y_hat = view.tail_latent(model.codec.decompress(strings, tuple(y.shape[-2:])), first)
-        plain = model.classify(model.codec.quantize(y)).argmax(1)
-        predicted = model.classify(y_hat).argmax(1)
-        agree += int((predicted == plain).sum())
-        correct += int((predicted == y_true).sum())
-    n = len(latents)
-    return {"payload_bytes": sum(payload) / n, "agreement": agree / n, "victim_top1": correct / n}
+def victim_cost(model: SplitClassifier, encoded: list[EncodedBatch], labels: Tensor,
+                view: ProtectionView, plain_predicted: Tensor) -> dict:  # fmt: skip
+    """What the protection costs the victim, through real coding: the coder output ``encoded``
+    of the head's latents as ``view``'s protection codes them
+    (:meth:`LeakContext.encoded`), decoded and undone by the keyed tail: mean payload bytes,
+    top-1 (``victim_top1``) against ``labels`` (N,), and the share of predictions equal to the
+    unprotected model's ``plain_predicted`` (N,)."""
+    predicted, payload = [], []
+    for batch in encoded:
+        y_hat = view.tail_latent(model.decompress(batch), len(payload))
+        payload += batch.payload_bytes()
+        predicted.append(model.classify(y_hat).argmax(1))
+    predicted = torch.cat(predicted)
+    return {
+        "payload_bytes": sum(payload) / len(payload),
+        "agreement": float((predicted == plain_predicted).float().mean()),
+        "victim_top1": float((predicted == labels).float().mean()),
+    }
 
 
 def run_leak(model: SplitClassifier, name: str, shadow: ImageSet, victim: ImageSet,

@@ -13,16 +13,19 @@ from entroguard.models.split import EncodedBatch, SplitClassifier
 
 
 @torch.no_grad()
+def encode_all(model: SplitClassifier, coded: Tensor, batch: int = 500) -> list[EncodedBatch]:
+    """Real coder output for the latents the head codes (N, C, h, w)
+    (:meth:`ProtectionView.protect_all` of :func:`entroguard.privacy.points.head_latents`), in
+    batches of ``batch`` images."""
+    return [EncodedBatch(model.codec.compress(y), tuple(y.shape[-2:])) for y in coded.split(batch)]
+
+
 def packet_lengths(
-    model: SplitClassifier, coded: Tensor, extra_bytes: int = 0, batch: int = 500
+    model: SplitClassifier, encoded: list[EncodedBatch], extra_bytes: int = 0
 ) -> Tensor:
-    """Bytes of each image's packet, (N,) float32, from the latents the head codes (N, C, h, w)
-    (:meth:`ProtectionView.protect_all` of :func:`entroguard.privacy.points.head_latents`),
+    """Bytes of each image's packet, (N,) float32, from the coder output :func:`encode_all`,
     plus ``extra_bytes`` a protected packet carries (nonce and tag)."""
-    sizes = []
-    for y in coded.split(batch):
-        packets = model.packets(EncodedBatch(model.codec.compress(y), tuple(y.shape[-2:])))
-        sizes += [len(p) + extra_bytes for p in packets]
+    sizes = [len(p) + extra_bytes for batch in encoded for p in model.packets(batch)]
     return torch.tensor(sizes, dtype=torch.float32)
 
 
