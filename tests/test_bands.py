@@ -18,6 +18,7 @@ from entroguard.analysis.bands import (
     low_ac_bands,
     perturbation_share,
 )
+from entroguard.analysis.defended_maps import defended_rate_maps, payload_summary
 from entroguard.analysis.run import write_analysis
 from entroguard.analysis.threat_bands import threat_bands
 from entroguard.campaign.config import parse_config
@@ -142,11 +143,32 @@ def test_write_analysis_writes_json_and_figures(tiny):
     for row in bands["threats"]:
         assert len(row["energy_change_pct"]) == 9 and abs(sum(row["perturbation_share_pct"])
                                                           - 100) < 1e-6  # fmt: skip
-    for png in ("analysis.png", "bands.png"):
+    for png in ("analysis.png", "bands.png", "rate_maps.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
-    # no threats: no threat section, and no stale bands.png left beside the JSON
+    defended = summary["defended_maps"]
+    assert defended["n"] == 4 and defended["eps_255"] == 8
+    assert set(defended["payload_bytes"]) == {"clean", "attacked", "defended"}
+    # no threats: no threat section, and no stale bands.png or rate maps left beside the JSON
     write_analysis(checkpoint, out, n_images=4, progress=False, threats=[])
-    assert "threat_bands" not in json.loads(path.read_text()) and not (out / "bands.png").exists()
+    summary = json.loads(path.read_text())
+    assert "threat_bands" not in summary and "defended_maps" not in summary
+    assert not (out / "bands.png").exists() and not (out / "rate_maps.png").exists()
+
+
+def test_defended_rate_maps_are_the_coders_bits_of_the_attacked_and_defended_images():
+    model = seeded_model("resnet_s", "mshp")
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    maps = defended_rate_maps(model, images, eps=4 / 255, seed=3)
+    again = defended_rate_maps(model, images, eps=4 / 255, seed=3)
+    clean, attacked = maps["conditions"]["clean"], maps["conditions"]["attacked"]
+    assert torch.equal(clean["images"], images)
+    assert (attacked["images"] - images).abs().max() <= 4 / 255 + 1e-6
+    for name, cond in maps["conditions"].items():
+        assert cond["rate"].shape == (2, 32, 32) and (cond["rate"] >= 0).all()
+        assert cond["payload_bytes"] == model.compress(cond["images"]).payload_bytes(), name
+        assert torch.equal(cond["images"], again["conditions"][name]["images"])
+    summary = payload_summary(maps)
+    assert summary["payload_bytes"]["clean"] == sum(clean["payload_bytes"]) / 2
 
 
 def test_report_embeds_the_analysis_or_says_how_to_make_it(tiny):
@@ -162,7 +184,9 @@ def test_report_embeds_the_analysis_or_says_how_to_make_it(tiny):
     html = write_report(campaign).read_text(encoding="utf-8")
     section = html[html.index('id="bits"') :]
     assert "entroguard analyze --model NAME" not in section
-    assert section.count("data:image/png;base64,") == 2  # analysis.png and bands.png
+    assert section.count("data:image/png;base64,") == 3  # analysis, bands and rate_maps.png
+    paid = summary["defended_maps"]["payload_bytes"]
+    assert f"Mean payload {paid['clean']:.1f} B clean, {paid['attacked']:.1f} B attacked" in section
     assert f"{summary['spearman_mean']:.2f} \u00b1" in section
     assert "How threats move energy between DCT bands" in section
     for label in ("gaussian_noise s3", "gaussian_blur s3", "rate_pgd eps8"):

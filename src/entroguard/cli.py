@@ -367,7 +367,8 @@ def import_cmd(
 def analyze(
     model: Annotated[str, typer.Option(help="Zoo model name or checkpoint path.")],
     out: Annotated[
-        Path, typer.Option(help="Output folder (analysis.json, analysis.png, bands.png).")
+        Path,
+        typer.Option(help="Output folder (analysis.json, analysis.png, bands.png, rate_maps.png)."),
     ] = Path("analysis-out"),
     n_images: Annotated[int, typer.Option(help="First N test images.")] = 256,
     dataset: Annotated[str, typer.Option(help="fashion-mnist, cifar10 or folder:PATH.")] = (
@@ -380,7 +381,7 @@ def analyze(
     """Where the bits go: rate maps against TV maps (rank correlation), the rate of low-pass
     and high-pass DCT bands against the unfiltered rate, and how the 19 corruptions
     (severity 3) and the attacks (eps 8/255) move image energy between DCT bands."""
-    from entroguard.analysis.run import ANALYSIS_PNG, BANDS_PNG, write_analysis
+    from entroguard.analysis.run import ANALYSIS_PNG, BANDS_PNG, DEFENDED_PNG, write_analysis
     from entroguard.analysis.threat_bands import band_table_lines
 
     try:
@@ -401,7 +402,11 @@ def analyze(
         typer.echo("Energy moved between DCT bands (% of the clean AC energy) and payload change:")
         for line in band_table_lines(result["threat_bands"]):
             typer.echo(line)
-        pngs.append(out / BANDS_PNG)
+        pngs += [out / BANDS_PNG, out / DEFENDED_PNG]
+        paid = result["defended_maps"]["payload_bytes"]
+        typer.echo(f"Rate maps of {result['defended_maps']['n']} images, mean payload: "
+                   f"clean {paid['clean']:.1f} B, rate_pgd eps 8/255 {paid['attacked']:.1f} B, "
+                   f"then object_tv {paid['defended']:.1f} B")  # fmt: skip
     typer.echo(f"wrote {path} and {' and '.join(str(p) for p in pngs)}")
 
 

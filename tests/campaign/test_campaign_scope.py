@@ -123,7 +123,7 @@ def test_a_model_pattern_that_matches_nothing_is_a_clear_error(tiny_zoo, tmp_pat
 
 def test_the_shipped_example_configs_parse_and_deploy_the_demo_object_tv():
     from entroguard.campaign import load_config
-    from entroguard.campaign.demo import OBJECT_TV_DEPLOYED
+    from entroguard.defenses import OBJECT_TV_DEPLOYED
 
     examples = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
     assert examples

@@ -13,26 +13,28 @@ from matplotlib.figure import Figure
 
 
 def save_analysis_figure(result: dict, path: str | Path, title: str, rows: int = 6) -> Path:
-    """Write a PNG: ``rows`` images with their rate and TV maps, then the band rates."""
+    """Write a PNG: ``rows`` images with their rate and TV maps (each column on one colour
+    scale, with its colour bar), then the band rates."""
     maps = result["maps"]
     rows = min(rows, maps["images"].shape[0])
-    fig = Figure(figsize=(7.5, 2.0 * rows + 2.6), dpi=100)
+    fig = Figure(figsize=(8.2, 2.0 * rows + 2.6), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(rows + 1, 3, height_ratios=[1] * rows + [1.3])
-    titles = ("image", "rate map (bits per latent position)", "total-variation map")
-    for r in range(rows):
-        panels = (
-            maps["images"][r].permute(1, 2, 0).cpu().numpy(),
-            maps["rate"][r].cpu().numpy(),
-            maps["tv"][r].cpu().numpy(),
-        )
-        for c, panel in enumerate(panels):
-            ax = fig.add_subplot(grid[r, c])
-            ax.imshow(panel, cmap=None if c == 0 else "magma")
+    titles = ("image", "rate map", "total-variation map")
+    columns = (maps["images"][:rows].permute(0, 2, 3, 1), maps["rate"][:rows], maps["tv"][:rows])
+    for c, column in enumerate(columns):
+        column = column.cpu().numpy()
+        norm = None if c == 0 else mpl.colors.Normalize(0.0, float(column.max()) or 1.0)
+        axes = [fig.add_subplot(grid[r, c]) for r in range(rows)]
+        for r, ax in enumerate(axes):
+            image = ax.imshow(column[r], cmap=None if c == 0 else "magma", norm=norm)
             ax.set_xticks([])
             ax.set_yticks([])
-            if r == 0:
-                ax.set_title(titles[c], fontsize=9)
+        axes[0].set_title(titles[c], fontsize=9)
+        if c:
+            bar = fig.colorbar(image, ax=axes, shrink=0.6, pad=0.02)
+            bar.set_label("bits per pixel" if c == 1 else "local total variation", fontsize=8)
+            bar.ax.tick_params(labelsize=7)
     ax = fig.add_subplot(grid[rows, :])
     bands = result["bands"]
     labels = [f"{b['keep']} {b['fraction']:g}" for b in bands]
@@ -47,7 +49,40 @@ def save_analysis_figure(result: dict, path: str | Path, title: str, rows: int =
         f"+/- {result['spearman_std']:.2f} over {result['n']} images",
         fontsize=10,
     )
-    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+def save_defended_maps_figure(maps: dict, path: str | Path, title: str, rows: int = 4) -> Path:
+    """Write a PNG: ``rows`` images clean, attacked and defended, each beside its rate map,
+    all rate maps on one colour scale with one colour bar (bits per pixel); each map is
+    labelled with the image's real payload. ``maps`` is
+    :func:`~entroguard.analysis.defended_maps.defended_rate_maps`'s result."""
+    conditions = maps["conditions"]
+    rows = min(rows, len(conditions["clean"]["payload_bytes"]))
+    top = max(float(c["rate"][:rows].max()) for c in conditions.values()) or 1.0
+    norm = mpl.colors.Normalize(0.0, top)
+    fig = Figure(figsize=(10.0, 1.75 * rows + 1.0), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, 2 * len(conditions), squeeze=False)
+    for j, (name, cond) in enumerate(conditions.items()):
+        mean = sum(cond["payload_bytes"]) / len(cond["payload_bytes"])
+        axes[0, 2 * j].set_title(f"{name} image", fontsize=9)
+        axes[0, 2 * j + 1].set_title(f"{name} rate map\n(mean {mean:.1f} B)", fontsize=9)
+        for r in range(rows):
+            axes[r, 2 * j].imshow(cond["images"][r].permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+            image = axes[r, 2 * j + 1].imshow(cond["rate"][r].cpu().numpy(), cmap="magma",
+                                               norm=norm)  # fmt: skip
+            axes[r, 2 * j + 1].set_xlabel(f"{cond['payload_bytes'][r]} B", fontsize=8, labelpad=2)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    bar = fig.colorbar(image, ax=axes, shrink=0.7, pad=0.015)
+    bar.set_label("bits per pixel (one scale for every map)", fontsize=8)
+    eps = round(maps["eps"] * 255, 3)
+    fig.suptitle(f"{title}: rate_pgd \u03b5 {eps:g}/255, then object_tv (deployed); payloads "
+                 "from the rANS coder", fontsize=10)  # fmt: skip
     path = Path(path)
     fig.savefig(path)
     return path

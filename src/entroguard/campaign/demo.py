@@ -8,12 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from entroguard.campaign.config import CampaignConfig, parse_config
-
-#: object_tv as the demo deploys it: a sharper TV (``tv_eps`` 0.02 instead of 0.1, with the
-#: step that keeps it stable) and a stronger fidelity than the class defaults (the paper's 100
-#: steps of weight 0.1). Chosen by a sweep over the 24 zoo models (README, "Defences"): at the
-#: defaults object_tv leaves rate_pgd eps 8 at the clean payload for -4.2 pp of accuracy.
-OBJECT_TV_DEPLOYED = {"tv_eps": 0.02, "step_size": 0.04, "fidelity_weight": 0.5}
+from entroguard.defenses import OBJECT_TV_DEPLOYED
 
 #: The defences: the paper's object-aware TV and the baselines (each at its defaults).
 DEMO_DEFENSES = ["none", {"object_tv": OBJECT_TV_DEPLOYED}, "tv", "lowpass", "jpeg",

@@ -60,6 +60,7 @@ class Analysis:
     summary: dict
     maps: Image | None
     bands: Image | None
+    defended: Image | None = None
 
 
 def png_image(path: Path) -> Image | None:
@@ -78,7 +79,7 @@ def png_image(path: Path) -> Image | None:
 def load_analysis(out_dir: str | Path) -> Analysis | None:
     """``out_dir/analysis/analysis.json`` and the PNGs beside it; None when there is no
     readable analysis (the section then says how to make one)."""
-    from entroguard.analysis.run import ANALYSIS_JSON, ANALYSIS_PNG, BANDS_PNG
+    from entroguard.analysis.run import ANALYSIS_JSON, ANALYSIS_PNG, BANDS_PNG, DEFENDED_PNG
 
     folder = Path(out_dir) / ANALYSIS_DIR
     try:
@@ -87,7 +88,8 @@ def load_analysis(out_dir: str | Path) -> Analysis | None:
         return None
     if not isinstance(summary, dict) or "spearman_mean" not in summary:
         return None
-    return Analysis(summary, png_image(folder / ANALYSIS_PNG), png_image(folder / BANDS_PNG))
+    return Analysis(summary, png_image(folder / ANALYSIS_PNG), png_image(folder / BANDS_PNG),
+                    png_image(folder / DEFENDED_PNG))  # fmt: skip
 
 
 def analysis_section(analysis: Analysis | None) -> str:
@@ -116,7 +118,29 @@ def analysis_section(analysis: Analysis | None) -> str:
             "with <code>--no-threats</code>)."
         )
     alt = "threats by DCT band: energy change, with the payload change"
-    return out + _threat_table(bands) + figure(analysis.bands, alt, BANDS_CAPTION)
+    out += _threat_table(bands) + figure(analysis.bands, alt, BANDS_CAPTION)
+    return out + _defended_maps(analysis)
+
+
+def _defended_maps(analysis: Analysis) -> str:
+    """Figure 5 with the defence: clean, attacked and defended rate maps, captioned from the
+    measured payloads."""
+    d = analysis.summary.get("defended_maps")
+    if not d or analysis.defended is None:
+        return ""
+    p = d["payload_bytes"]
+    attacked, defended = (100 * (p[k] / p["clean"] - 1) for k in ("attacked", "defended"))
+    caption = (
+        f"<b>Rate maps of the same {d['n']} images clean, under rate_pgd \u03b5 "
+        f"{d['eps_255']:g}/255 and after the deployed object_tv</b> (one colour scale for every "
+        f"map; each map's real payload below it). Mean payload {p['clean']:.1f} B clean, "
+        f"{p['attacked']:.1f} B attacked ({signed(attacked, 1, '%')}), {p['defended']:.1f} B "
+        f"defended ({signed(defended, 1, '%')} against clean)."
+    )
+    alt = "rate maps of the same images clean, attacked and defended"
+    return "<h3>What the attack and the defence do to the rate map</h3>" + figure(
+        analysis.defended, alt, caption
+    )
 
 
 def _filtered_table(s: dict) -> str:
