@@ -22,6 +22,14 @@ if [ -n "$extras" ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/ng
         || echo "note: apt could not install nginx-light; the reverse-proxy test will be skipped"
 fi
 
+# The headless browser the tests screenshot the report with (tests/test_report_browser.py).
+if [ -n "$extras" ] && ! command -v chromedriver >/dev/null 2>&1 \
+        && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    { apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+        || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }; } \
+        || echo "note: apt could not install chromium; the report's browser test will be skipped"
+fi
+
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade "pip>=24"

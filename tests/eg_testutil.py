@@ -51,3 +51,48 @@ def slim_model(prior: str, seed: int = 0) -> SlimmableSplitClassifier:
         model.codec.log_gain.add_(torch.linspace(1.0, 3.0, 4)[:, None])
     model.prepare_coding()
     return model
+
+
+# -- a tiny finished campaign, shared by the report tests (the ``tiny_campaign`` fixture) --------
+
+TINY_CAMPAIGN_MODELS = {"resnet_s-fp-beta0.01": ("resnet_s", "fp", 0.01),
+          "resnet_s-mshp-beta0.01": ("resnet_s", "mshp", 0.01)}  # fmt: skip
+TINY_CAMPAIGN_CONFIG = {
+    "dataset": "fashion-mnist",
+    "n_images": 6,
+    "batch_size": 6,
+    "models": "zoo",
+    "threats": [
+        "clean",
+        {"corruption": ["gaussian_noise", "defocus_blur", "contrast"], "severities": [1, 5]},
+        {"attack": "rate_pgd", "eps": [8, 32], "n_images": 4,
+         "params": {"steps": 1, "noise_copies": 1}},
+        {"attack": "noise", "eps": [8], "n_images": 4},
+    ],
+}  # fmt: skip
+
+
+def run_tiny_campaign(root: Path) -> Path:
+    """Run :data:`TINY_CAMPAIGN_CONFIG` on two seeded models and 8 random Fashion-MNIST-shaped
+    test images under ``root``; return the campaign's output folder."""
+    import pytest
+
+    from entroguard.campaign.config import parse_config
+    from entroguard.campaign.runner import run_campaign
+    from entroguard.train.checkpoint import save_checkpoint
+
+    data = root / "fashion-mnist"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    write_idx(data / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (8, 28, 28)))
+    write_idx(data / "t10k-labels-idx1-ubyte.gz", np.arange(8) % 10)
+    zoo = root / "zoo"
+    for i, (name, (arch, prior, beta)) in enumerate(TINY_CAMPAIGN_MODELS.items()):
+        model = seeded_model(arch, prior, seed=i)
+        save_checkpoint(model, zoo / name, beta=beta, dataset="fashion-mnist", metrics={})
+    out = root / "out"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ENTROGUARD_FASHION_MNIST", str(data))
+        mp.setenv("ENTROGUARD_CACHE", str(root / "cache"))
+        run_campaign(parse_config(TINY_CAMPAIGN_CONFIG), out, zoo_dir=zoo, progress=False)
+    return out

@@ -7,9 +7,9 @@ import shutil
 import sqlite3
 
 import matplotlib
-import numpy as np
 import pytest
-from eg_testutil import seeded_model, write_idx
+from eg_testutil import TINY_CAMPAIGN_MODELS as MODELS
+from eg_testutil import seeded_model
 
 from entroguard.campaign.config import parse_config
 from entroguard.campaign.runner import run_campaign
@@ -17,44 +17,14 @@ from entroguard.errors import EntroguardError
 from entroguard.report.html import ResultsNotFoundError, write_report
 from entroguard.train.checkpoint import save_checkpoint
 
-MODELS = {"resnet_s-fp-beta0.01": ("resnet_s", "fp", 0.01),
-          "resnet_s-mshp-beta0.01": ("resnet_s", "mshp", 0.01)}  # fmt: skip
-CONFIG = {
-    "dataset": "fashion-mnist",
-    "n_images": 6,
-    "batch_size": 6,
-    "models": "zoo",
-    "threats": [
-        "clean",
-        {"corruption": ["gaussian_noise", "defocus_blur", "contrast"], "severities": [1, 5]},
-        {"attack": "rate_pgd", "eps": [8, 32], "n_images": 4,
-         "params": {"steps": 1, "noise_copies": 1}},
-        {"attack": "noise", "eps": [8], "n_images": 4},
-    ],
-}  # fmt: skip
 SECTIONS = ("What was run", "Clean baseline", "Corruptions", "Attacks", "Summary",
             "Per-image distributions", "Defences")  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def campaign(tmp_path_factory):
-    """A finished campaign folder: two seeded models, clean, corruptions and two attacks."""
-    root = tmp_path_factory.mktemp("campaign")
-    data = root / "fashion-mnist"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    write_idx(data / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (8, 28, 28)))
-    write_idx(data / "t10k-labels-idx1-ubyte.gz", np.arange(8) % 10)
-    zoo = root / "zoo"
-    for i, (name, (arch, prior, beta)) in enumerate(MODELS.items()):
-        model = seeded_model(arch, prior, seed=i)
-        save_checkpoint(model, zoo / name, beta=beta, dataset="fashion-mnist", metrics={})
-    out = root / "out"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ENTROGUARD_FASHION_MNIST", str(data))
-        mp.setenv("ENTROGUARD_CACHE", str(root / "cache"))
-        run_campaign(parse_config(CONFIG), out, zoo_dir=zoo, progress=False)
-    return out
+@pytest.fixture
+def campaign(tiny_campaign):
+    """The tiny finished campaign (two seeded models, clean, corruptions, two attacks)."""
+    return tiny_campaign
 
 
 def _copy(src, dst):
@@ -117,7 +87,8 @@ def test_defences_get_their_own_section(campaign, tmp_path):
         )
     html = write_report(out).read_text(encoding="utf-8")
     section = html[html.index('id="defences"') :]
-    assert "rate, tv" in section and "top-1, tv" in section and "rate, none" in section
+    assert "Payload change per defence" in section and "Top-1 change per defence" in section
+    assert "<th class=num>tv</th>" in section and "<th class=num>none</th>" in section
     assert "data:image/png;base64," in section
     assert "\u221220.0\u202f%" in section  # clean with the defence: 0.8 x clean payload
 

@@ -227,3 +227,19 @@ class Results:
     def per_image(self, model: str, threat: str, strength: float, defense: str = "none"):
         """Per-image arrays of one condition (see :meth:`ResultStore.per_image`)."""
         return self.per_image_of(ConditionId(model, threat, strength, defense).key)
+
+    def paired(
+        self, model: str, threat: str, strength: float, defense: str = "none"
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Per-image arrays of ``model``'s clean images (no defence) and of the same images
+        under the condition, restricted to the images measured in both, in image order."""
+        clean = self.per_image(model, "clean", 0.0)
+        other = self.per_image(model, threat, strength, defense)
+        common = np.intersect1d(clean["image"], other["image"])
+        return _restrict(clean, common), _restrict(other, common)
+
+
+def _restrict(arrays: dict[str, np.ndarray], images: np.ndarray) -> dict[str, np.ndarray]:
+    """``arrays`` (per-image, with an ``image`` index) on ``images`` only."""
+    keep = np.isin(arrays["image"], images)
+    return {k: v[keep] for k, v in arrays.items()}

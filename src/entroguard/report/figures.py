@@ -20,7 +20,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize, SymLogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, NullLocator
+from matplotlib.ticker import (
+    FuncFormatter,
+    NullFormatter,
+    NullLocator,
+    SymmetricalLogLocator,
+)
 
 from entroguard.report.data import (
     ATTACK_TITLES,
@@ -31,6 +36,7 @@ from entroguard.report.data import (
     corruption_family,
     family_label,
 )
+from entroguard.report.stats import mean_interval, wilson_interval
 
 DPI = 100
 STYLE = {
@@ -145,6 +151,28 @@ def _log_label(v: float) -> str:
     return f"{v:g}" if any(abs(mantissa - m) < 1e-6 for m in (1, 2, 5)) else ""
 
 
+SYMLOG_ABOVE = 60.0
+"""A rate axis whose values reach beyond +-60 % turns symlog (linear within +-10 %), so the
+small effects near zero and a +1600 % outlier are both readable."""
+
+
+def symlog_if_wide(axes: Sequence[Axes], limit: float = SYMLOG_ABOVE) -> bool:
+    """Give ``axes`` (sharing a y scale) a symlog y axis when their data reach past
+    ``limit``; the y label says so. Returns whether it did."""
+    reach = max((max(abs(ax.dataLim.y0), abs(ax.dataLim.y1)) for ax in axes
+                 if ax.has_data()), default=0.0)  # fmt: skip
+    if not np.isfinite(reach) or reach <= limit:
+        return False
+    for ax in axes:
+        ax.set_yscale("symlog", linthresh=10, linscale=0.6)
+        ax.yaxis.set_major_locator(SymmetricalLogLocator(linthresh=10, base=10, subs=(1, 2, 5)))
+        ax.yaxis.set_major_formatter(_signed())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        if ax.get_ylabel():
+            ax.set_ylabel(ax.get_ylabel() + " (symlog)")
+    return True
+
+
 def _zero_line(ax: Axes) -> None:
     ax.axhline(0, color="#444444", linewidth=0.8, zorder=1)
 
@@ -164,35 +192,46 @@ def _draw_series(ax: Axes, results: Results, threat: str, metric: str, styles, x
 # -- clean baseline ----------------------------------------------------------------------------
 
 
+def _clean_intervals(results: Results, model: str) -> tuple[tuple, tuple] | None:
+    """95 % intervals of ``model``'s clean payload bytes (bootstrap) and top-1 (%, Wilson)."""
+    per = results.per_image(model, "clean", 0.0)
+    if not len(per["correct"]):
+        return None
+    low, high = wilson_interval(float(per["correct"].sum()), len(per["correct"]))
+    return mean_interval(per["payload_bytes"]), (100 * low, 100 * high)
+
+
+def _draw_clean_group(ax: Axes, results: Results, group: Group, style: dict) -> bool:
+    """One (arch, prior) line through its betas, with 95 % error bars; False if nothing."""
+    pts = sorted(
+        (c["payload_bytes"], 100 * c["top1"], m["beta"], m["name"])
+        for m in results.models_of(group)
+        if (c := results.clean(m["name"])) is not None
+    )
+    if not pts:
+        return False
+    x, y, _, _ = zip(*pts, strict=True)
+    ax.plot(x, y, label=group.label, **style)
+    for xi, yi, beta, name in pts:
+        if (ci := _clean_intervals(results, name)) is not None:
+            (x0, x1), (y0, y1) = ci
+            ax.errorbar(xi, yi, xerr=[[max(xi - x0, 0)], [max(x1 - xi, 0)]],
+                        yerr=[[max(yi - y0, 0)], [max(y1 - yi, 0)]], fmt="none",
+                        ecolor=style["color"], alpha=0.45, capsize=2, lw=0.9)  # fmt: skip
+        if beta is not None:
+            ax.annotate(f"\u03b2={beta:g}", (xi, yi), xytext=(4, 3), textcoords="offset points",
+                        fontsize=7.5, color="#555555")  # fmt: skip
+    return True
+
+
 def rate_accuracy_figure(results: Results) -> Figure | None:
-    """Clean top-1 (%) against payload bytes per image, one line per (arch, prior) over beta."""
+    """Clean top-1 (%) against payload bytes per image, one line per (arch, prior) over beta,
+    with 95 % confidence intervals (payload: bootstrap; top-1: Wilson)."""
     styles = group_styles(results.groups)
-    fig = Figure(figsize=(7.2, 3.9), layout="constrained")
+    fig = Figure(figsize=(9.0, 4.2), layout="constrained")
     ax = fig.add_subplot()
-    drawn = False
-    for g in results.groups:
-        pts = [
-            (c["payload_bytes"], 100 * c["top1"], m["beta"])
-            for m in results.models_of(g)
-            if (c := results.clean(m["name"])) is not None
-        ]
-        if not pts:
-            continue
-        pts.sort()
-        x, y, betas = zip(*pts, strict=True)
-        ax.plot(x, y, label=g.label, **styles[g])
-        for xi, yi, b in pts:
-            if b is not None:
-                ax.annotate(
-                    f"\u03b2={b:g}",
-                    (xi, yi),
-                    xytext=(4, 3),
-                    textcoords="offset points",
-                    fontsize=7.5,
-                    color="#555555",
-                )
-        drawn = True
-    if not drawn:
+    drawn = [_draw_clean_group(ax, results, g, styles[g]) for g in results.groups]
+    if not any(drawn):
         return None
     lo, hi = ax.dataLim.x0, ax.dataLim.x1
     if lo > 0 and hi / lo > 4:
@@ -201,7 +240,7 @@ def rate_accuracy_figure(results: Results) -> Figure | None:
         ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: _log_label(v)))
     ax.set_xlabel("payload bytes per image (clean, rANS output)")
     ax.set_ylabel("top-1 accuracy (%)")
-    ax.legend(loc="best", frameon=False)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right center", frameon=False)
     return fig
 
 
@@ -245,6 +284,8 @@ def corruption_grid_figure(results: Results, metric: str) -> Figure | None:
                 ax.set_ylabel(f"{family}\n{METRIC_LABELS[metric]}")
             if i == len(rows) - 1 or j >= len(rows[i + 1][1]):
                 ax.set_xlabel("severity")
+        if metric == "rate_change_pct":  # a scale per row: one family's outlier stays its own
+            symlog_if_wide(list(axes[i, : len(members)]))
     handles = _legend_handles(results.groups, styles)
     if legend_ax is not None:
         legend_ax.legend(handles=handles, loc="center", frameon=False, title="arch, prior")
@@ -370,6 +411,7 @@ def attack_figure(results: Results, attacks: Sequence[str]) -> Figure | None:
                 ax.set_xlabel("\u03b5 (\u00d7 1/255, L\u221e)")
             if j == 0:
                 ax.set_ylabel(METRIC_LABELS[metric])
+    symlog_if_wide(list(axes[0]))
     fig.legend(
         handles=_legend_handles(results.groups, styles),
         loc="outside right center",
@@ -481,6 +523,7 @@ def defense_figure(results: Results, table: Sequence[dict]) -> Figure | None:
         ax.set_ylabel(METRIC_LABELS[metric])
         ax.yaxis.set_major_formatter(_signed())
         ax.grid(axis="x", visible=False)
+    symlog_if_wide([axes[0]])
     rotate = len(families) > 6
     axes[1].set_xticks(
         x,
@@ -488,7 +531,9 @@ def defense_figure(results: Results, table: Sequence[dict]) -> Figure | None:
         rotation=20 if rotate else 0,
         ha="right" if rotate else "center",
     )
-    axes[0].legend(frameon=False, ncols=min(4, len(defenses)))
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", frameon=False,
+               ncols=min(6, len(defenses)))  # fmt: skip
     return fig
 
 

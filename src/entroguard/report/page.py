@@ -33,9 +33,9 @@ code { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, "Liberation
 .sub { color: var(--muted); margin: 0 0 18px; }
 .note { color: var(--muted); font-style: italic; }
 nav.toc { background: var(--soft); border: 1px solid var(--line); border-radius: 6px;
-          padding: 10px 16px; margin: 16px 0; font-size: 0.95rem; }
-nav.toc a { color: var(--accent); text-decoration: none; margin-right: 18px;
-            white-space: nowrap; }
+          padding: 10px 16px; margin: 16px 0; font-size: 0.95rem;
+          display: flex; flex-wrap: wrap; gap: 4px 18px; }
+nav.toc a { color: var(--accent); text-decoration: none; white-space: nowrap; }
 nav.toc a:hover { text-decoration: underline; }
 .cols { display: grid; grid-template-columns: repeat(auto-fit, minmax(360px, 1fr));
         gap: 8px 40px; }
@@ -51,9 +51,11 @@ caption { caption-side: bottom; text-align: left; color: var(--muted);
           font-size: 0.86rem; padding-top: 6px; max-width: 100ch; }
 th, td { padding: 4px 10px; border-bottom: 1px solid var(--line); text-align: left;
          white-space: nowrap; }
-th { background: var(--soft); font-weight: 600; border-bottom: 2px solid var(--line); }
+th { background: var(--soft); font-weight: 600; border-bottom: 2px solid var(--line);
+     white-space: normal; vertical-align: bottom; min-width: 4.5em; }
 td.num, th.num { text-align: right; }
 tbody tr:hover { background: #fafbfc; }
+.ci { display: block; color: var(--muted); font-size: 0.78em; }
 .up { color: var(--up); }
 .down { color: var(--down); }
 figure { margin: 14px 0 22px; }
@@ -105,6 +107,16 @@ def top1_cell(value: float | None, digits: int = 1) -> Cell:
 
 def num_cell(value: float | None, digits: int = 1) -> Cell:
     return Cell(number(value, digits), num=True)
+
+
+def with_interval(cell: Cell, interval: tuple[str, str] | None) -> Cell:
+    """``cell`` with its 95 % confidence interval (already formatted) on a second, smaller
+    line; unchanged when there is none."""
+    if interval is None:
+        return cell
+    low, high = (escape(x) for x in interval)
+    ci = f'<span class="ci">[{low}, {high}]</span>'
+    return Cell(cell.html + ci, num=cell.num, cls=cell.cls, raw=True)
 
 
 def table(
