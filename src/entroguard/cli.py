@@ -7,9 +7,22 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
+from typer.core import TyperArgument
 
+from entroguard.device import DEVICE_HELP
 from entroguard.errors import EntroguardError
 from entroguard.serve.cli import edge_command, serve_command
+
+_typer_argument_type = TyperArgument.display_type
+
+
+def _argument_type(self: TyperArgument, ctx) -> str:
+    """An argument's type in help, unless its metavar already says what it takes: typer would
+    print the Python annotation (``INPUTS <list[str]>``)."""
+    return "" if self.metavar is not None else _typer_argument_type(self, ctx)
+
+
+TyperArgument.display_type = _argument_type
 
 app = typer.Typer(
     name="entroguard",
@@ -236,6 +249,7 @@ def zoo_cmd(
 
 
 WORKERS_HELP = "Processes measuring in parallel (0: one per CPU core, at most one per model)."
+DeviceOption = Annotated[str, typer.Option(help="Where the networks run: " + DEVICE_HELP)]
 
 
 @app.command()
@@ -247,13 +261,14 @@ def campaign(
     ] = None,
     report: Annotated[bool, typer.Option(help="Also write report.html.")] = True,
     workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 0,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Run a resumable campaign grid; rerun the same command to continue after a crash."""
     from entroguard.campaign import load_config, run_campaign
 
     try:
         cfg = load_config(config)
-        csv_path = run_campaign(cfg, out, zoo_dir=zoo_dir, workers=workers)
+        csv_path = run_campaign(cfg, out, zoo_dir=zoo_dir, workers=workers, device=device)
     except (EntroguardError, ValueError) as exc:
         _fail(exc)
     _print_campaign_summary(out)
@@ -299,6 +314,7 @@ def demo(
         Path | None, typer.Option(help="Folder of zoo checkpoints (default: shipped).")
     ] = None,
     workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 0,
+    device: DeviceOption = "cpu",
 ) -> None:
     """The main job on the embedded default: the zoo under corruptions and attacks, a report."""
     import time
@@ -314,9 +330,9 @@ def demo(
     t0 = time.perf_counter()
     try:
         cfg = demo_config(n_images, zoo_dir)
-        run_campaign(cfg, out, zoo_dir=zoo_dir, workers=workers)
+        run_campaign(cfg, out, zoo_dir=zoo_dir, workers=workers, device=device)
         print_summary(out)
-        write_demo_analysis(out, cfg.n_images, zoo_dir)
+        write_demo_analysis(out, cfg.n_images, zoo_dir, device)
         write_demo_plan(out, zoo_dir)
     except (EntroguardError, ValueError) as exc:
         _fail(exc)
@@ -377,6 +393,7 @@ def analyze(
     threats: Annotated[
         bool, typer.Option(help="Measure how each corruption and attack moves DCT band energy.")
     ] = True,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Where the bits go: rate maps against TV maps (rank correlation), the rate of low-pass
     and high-pass DCT bands against the unfiltered rate, and how the 19 corruptions
@@ -386,7 +403,7 @@ def analyze(
 
     try:
         path = write_analysis(model, out, n_images=n_images, dataset=dataset,
-                              threats=None if threats else [])  # fmt: skip
+                              threats=None if threats else [], device=device)  # fmt: skip
     except (EntroguardError, ValueError) as exc:
         _fail(exc)
     result = json.loads(path.read_text())
@@ -495,6 +512,12 @@ def leak(
     workers: Annotated[
         int, typer.Option(help="Processes training probes side by side (0: one per core).")
     ] = 0,
+    device: Annotated[
+        str,
+        typer.Option(
+            help="Where the model runs (the probes train on the CPU cores): " + DEVICE_HELP
+        ),
+    ] = "cpu",
 ) -> None:
     """What the bitstream leaks: label-recovery probes trained on the attacker's shadow data at
     each point (the decoded latent that travels, after g_s, after two tail stages, the logits),
@@ -502,6 +525,7 @@ def leak(
     each protection, with the victim's payload and top-1 through it."""
     from entroguard.campaign.models import resolve_models
     from entroguard.data import load_dataset
+    from entroguard.device import resolve_device
     from entroguard.privacy.leak import default_shadow, run_leak
     from entroguard.report.table import format_table
 
@@ -510,7 +534,7 @@ def leak(
         shadow = default_shadow(load_dataset("fashion-mnist", "train"), shadow_images)
         victim = load_dataset("fashion-mnist", "test").subset(test_images)
         chosen = {"points": tuple(points.split(",")), "probes": tuple(probes.split(","))}
-        split_model = ref.load()
+        split_model = ref.load().to(resolve_device(device))
         chosen["protections"] = tuple(p.strip() for p in protections.split(","))
         rows = run_leak(split_model, ref.name, shadow, victim, seed=seed,
                         workers=workers or None, **chosen)  # fmt: skip

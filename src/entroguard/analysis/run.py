@@ -22,6 +22,7 @@ from entroguard.analysis.figure import (
 )
 from entroguard.analysis.study import analyze_model
 from entroguard.analysis.threat_bands import default_threats, threat_bands
+from entroguard.device import resolve_device
 from entroguard.threats import Threat
 
 ANALYSIS_JSON = "analysis.json"
@@ -42,6 +43,7 @@ def write_analysis(
     progress: bool = True,
     threats: Sequence[Threat] | None = None,
     batch_size: int = 256,
+    device: str = "cpu",
 ) -> Path:
     """Analyse ``model`` on the first ``n_images`` test images of ``dataset``; return the path
     of ``out/analysis.json``.
@@ -66,6 +68,8 @@ def write_analysis(
             default_threats`); an empty list skips the threat bands (no ``threat_bands``
             section, no ``bands.png``, no defended rate maps).
         batch_size: images per model call.
+        device: where the model, threats and defence run (``cpu``, ``cuda``, ``cuda:N``,
+            ``auto``).
 
     Raises:
         EntroguardError: unknown model or dataset, or images the model cannot take.
@@ -77,9 +81,10 @@ def write_analysis(
     if n_images < 1:
         raise ValueError(f"n_images must be positive, got {n_images}")
     (ref,) = resolve_models([model])
-    loaded = ref.load()
+    device = resolve_device(device)
+    loaded = ref.load().to(device)
     data = load_dataset(dataset, "test").subset(n_images)
-    images = data.to_float(slice(0, n_images))
+    images = data.to_float(slice(0, n_images)).to(device)
     labels = data.labels[:n_images]
     loaded.check_images(images)
     result = analyze_model(loaded, images, batch_size)

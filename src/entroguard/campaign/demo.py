@@ -132,10 +132,11 @@ def print_summary(out: str | Path) -> None:
                                    "packet_bytes"]))  # fmt: skip
 
 
-def write_demo_analysis(out: str | Path, n_images: int, zoo_dir: str | Path | None = None) -> Path:
+def write_demo_analysis(out: str | Path, n_images: int, zoo_dir: str | Path | None = None,
+                        device: str = "cpu") -> Path:  # fmt: skip
     """Where the bits go, for the report: :func:`~entroguard.analysis.run.write_analysis` on
-    :data:`ANALYSIS_MODEL` (from ``zoo_dir`` when given) into ``out/analysis``; skipped when a
-    previous run already wrote it for as many images."""
+    :data:`ANALYSIS_MODEL` (from ``zoo_dir`` when given) into ``out/analysis``, on ``device``;
+    skipped when a previous run already wrote it for as many images."""
     import json
 
     from entroguard.analysis.run import ANALYSIS_JSON, write_analysis
@@ -147,4 +148,4 @@ def write_demo_analysis(out: str | Path, n_images: int, zoo_dir: str | Path | No
     model = ANALYSIS_MODEL
     if zoo_dir is not None:
         model = str(Path(zoo_dir) / f"{ANALYSIS_MODEL}.safetensors")
-    return write_analysis(model, folder, n_images=n_images)
+    return write_analysis(model, folder, n_images=n_images, device=device)

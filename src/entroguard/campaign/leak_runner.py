@@ -54,9 +54,10 @@ def plan_leak(config: CampaignConfig, refs: list[ModelRef], n_total: int,
 
 def run_leak_units(
     units: list[LeakUnit], config: CampaignConfig, victim: ImageSet, store: ResultStore,
-    progress: bool = True,
+    progress: bool = True, device: str = "cpu",
 ) -> None:  # fmt: skip
-    """Measure ``units`` on ``victim`` (the campaign's test images), committing each at once."""
+    """Measure ``units`` on ``victim`` (the campaign's test images), committing each at once;
+    the models run on ``device``, the probes on this machine's CPU cores."""
     from entroguard.privacy.context import LeakContext
     from entroguard.privacy.leak import default_shadow, run_leak
 
@@ -74,7 +75,8 @@ def run_leak_units(
                     context = None  # free the previous model's features first
                 key = (unit.ref.name, unit.entry, unit.n_test)
                 shadow = default_shadow(train, unit.entry.shadow_images)
-                context = LeakContext(unit.ref.load(), shadow, victim.subset(unit.n_test),
+                model = unit.ref.load().to(device)
+                context = LeakContext(model, shadow, victim.subset(unit.n_test),
                                       unit.entry.points)  # fmt: skip
             rows = run_leak(
                 context.model, unit.ref.name, context.sets["shadow"], context.sets["victim"],

@@ -16,6 +16,7 @@ import torch
 from entroguard.campaign.models import ModelRef
 from entroguard.campaign.store import ConditionId
 from entroguard.data import ImageSet
+from entroguard.device import module_device
 from entroguard.errors import InputError
 from entroguard.measure import Measurement, measure_batch
 from entroguard.models import SplitClassifier
@@ -66,13 +67,15 @@ def threatened(
     batch_size: int,
     seed: int,
 ) -> Batches:
-    """The first ``n`` images of ``data`` under ``threat``, in batches of ``(images, labels)``;
-    seeded by the condition, so reruns and resumes give identical images."""
+    """The first ``n`` images of ``data`` under ``threat``, in batches of ``(images, labels)``
+    (images on ``model``'s device, labels on the CPU); seeded by the condition, so reruns and
+    resumes give identical images."""
     out = []
     seed = threat.seed_for(seed, model_name)
+    device = torch.device("cpu") if model is None else module_device(model)
     for start in range(0, n, batch_size):
         idx = slice(start, min(start + batch_size, n))
-        images, labels = data.to_float(idx), data.labels[idx]
+        images, labels = data.to_float(idx).to(device), data.labels[idx]
         out.append((threat.apply(model, images, labels, seed=seed, offset=start), labels))
     return out
 
@@ -86,18 +89,21 @@ class Measurer:
         batch_size: images per batch.
         seed: the campaign's seed.
         defense_params: hyper-parameters of the campaign's defences, by name.
+        device: where models, threats and defences run (``cpu``, ``cuda:0``); the coder's
+            integer work stays on the CPU.
     """
 
     data: ImageSet
     batch_size: int
     seed: int
     defense_params: dict[str, dict] = field(default_factory=dict)
+    device: str = "cpu"
     _models: dict[str, SplitClassifier] = field(default_factory=dict, repr=False)
 
     def model(self, ref: ModelRef) -> SplitClassifier:
         """``ref`` loaded (once per process), after checking its input size."""
         if ref.name not in self._models:
-            model = ref.load()
+            model = ref.load().to(self.device)
             # The coder tables are large Python lists; without this, every full collection of
             # the cyclic GC rescans them and per-image coding runs 5-20x slower.
             gc.freeze()
@@ -140,7 +146,10 @@ class Measurer:
         for name in task.defenses:
             t1 = time.perf_counter()
             d = self.defense(task.threat, name)
-            parts = [measure_batch(model, x if d is None else d(model, x), y) for x, y in batches]
+            parts = []
+            for x, y in batches:
+                x = x.to(self.device)
+                parts.append(measure_batch(model, x if d is None else d(model, x), y))
             out.append(
                 ConditionResult(
                     ConditionId(task.ref.name, task.threat.name, task.threat.strength, name),

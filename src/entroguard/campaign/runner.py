@@ -30,6 +30,7 @@ from entroguard.campaign.progress import CampaignProgress
 from entroguard.campaign.provenance import check_resume, config_record, identity, provenance
 from entroguard.campaign.store import ConditionId, ResultStore
 from entroguard.data import ImageSet, load_dataset
+from entroguard.device import resolve_device
 from entroguard.errors import EntroguardError
 
 
@@ -90,6 +91,7 @@ def run_campaign(
     zoo_dir: str | Path | None = None,
     progress: bool = True,
     workers: int = 1,
+    device: str = "cpu",
 ) -> Path:
     """Measure every condition of ``config`` not yet in ``out_dir/results.sqlite``.
 
@@ -101,6 +103,8 @@ def run_campaign(
         workers: processes measuring in parallel (1: in this process; 0: one per CPU core, at
             most one per model, see :func:`default_workers`). Each worker runs torch on
             ``cpu_count // workers`` threads; results are the same for the same ``workers``.
+        device: where the models, threats and defences run (``cpu``, ``cuda``, ``cuda:N``,
+            ``auto``; see :func:`entroguard.device.resolve_device`); recorded with the run.
 
     The ``leak`` entries are measured after the threats, in this process (one measurement,
     a model under a protection, at a time) into ``leak.csv``.
@@ -108,6 +112,7 @@ def run_campaign(
     Returns the path of ``results.csv``, rewritten from the database at the end.
     """
     out_dir = Path(out_dir)
+    device = str(resolve_device(device))
     refs = resolve_models(config.models, zoo_dir)
     workers = workers if workers > 0 else default_workers(len(refs))
     data = load_dataset(config.dataset, "test").subset(config.n_images)
@@ -116,13 +121,13 @@ def run_campaign(
         done = store.done_keys()
         tasks = plan_tasks(config, refs, len(data), done)
         leak_units = plan_leak(config, refs, len(data), store.leak_done_units())
-        store.add_run(identity(config), config_record(config), provenance())
+        store.add_run(identity(config), config_record(config), provenance() | {"device": device})
         if done and progress and (tasks or leak_units):
             tqdm.write(
                 f"{out_dir}: {len(done)} conditions already measured are kept; "
                 f"{len(tasks)} tasks and {len(leak_units)} leak measurements to go"
             )
-        measurer = Measurer(data, config.batch_size, config.seed, config.defense_params)
+        measurer = Measurer(data, config.batch_size, config.seed, config.defense_params, device)
         bar = CampaignProgress(tasks, enabled=progress)
 
         def record(results: list[ConditionResult]) -> None:
@@ -138,7 +143,7 @@ def run_campaign(
                 _run_parallel(_with_shared_images(tasks, measurer), measurer, workers, record)
         finally:
             bar.close()
-        run_leak_units(leak_units, config, data, store, progress)
+        run_leak_units(leak_units, config, data, store, progress, device)
         write_leak_csv(store, out_dir / "leak.csv")
         return write_csv(store, out_dir / "results.csv")
 
@@ -148,10 +153,11 @@ def run_campaign(
 _WORKER: Measurer | None = None
 
 
-def _init_worker(data: ImageSet, batch_size: int, seed: int, params: dict, threads: int) -> None:
+def _init_worker(data: ImageSet, batch_size: int, seed: int, params: dict, device: str,
+                 threads: int) -> None:  # fmt: skip
     global _WORKER
     torch.set_num_threads(threads)
-    _WORKER = Measurer(data, batch_size, seed, params)
+    _WORKER = Measurer(data, batch_size, seed, params, device)
 
 
 def _run_task(task: Task) -> list[ConditionResult]:
@@ -164,7 +170,8 @@ def _run_parallel(tasks: Iterator[Task], measurer: Measurer, workers: int, recor
     shared images are computed just ahead of use); ``record`` runs here, in order of finish."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")
-    init = (measurer.data, measurer.batch_size, measurer.seed, measurer.defense_params, threads)
+    init = (measurer.data, measurer.batch_size, measurer.seed, measurer.defense_params,
+            measurer.device, threads)  # fmt: skip
     pending: set[Future] = set()
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                              initargs=init) as pool:  # fmt: skip

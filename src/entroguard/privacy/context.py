@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from entroguard.data.imageset import ImageSet
+from entroguard.device import module_device
 from entroguard.models.split import EncodedBatch, SplitClassifier
 from entroguard.packet import NONCE_BYTES, TAG_BYTES
 from entroguard.privacy.points import head_latents, tail_features, view_features
@@ -71,8 +72,9 @@ class LeakContext:
     @torch.no_grad()
     def plain_predictions(self) -> Tensor:
         """The unprotected model's predicted classes (N,) on the victim's images."""
-        codec, y = self.model.codec, self.latents["victim"]
-        return torch.cat([self.model.classify(codec.quantize(b)).argmax(1) for b in y.split(500)])
+        codec, y, device = self.model.codec, self.latents["victim"], module_device(self.model)
+        return torch.cat([self.model.classify(codec.quantize(b.to(device))).argmax(1).cpu()
+                          for b in y.split(500)])  # fmt: skip
 
     @cached_property
     def model_top1(self) -> float:

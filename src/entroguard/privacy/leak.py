@@ -16,6 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from entroguard.data.imageset import ImageSet
+from entroguard.device import module_device
 from entroguard.models.split import EncodedBatch, SplitClassifier
 from entroguard.privacy.context import LeakContext
 from entroguard.privacy.keyed import check_protection
@@ -153,11 +154,11 @@ def victim_cost(model: SplitClassifier, encoded: list[EncodedBatch], labels: Ten
     (:meth:`LeakContext.encoded`), decoded and undone by the keyed tail: mean payload bytes,
     top-1 (``victim_top1``) against ``labels`` (N,), and the share of predictions equal to the
     unprotected model's ``plain_predicted`` (N,)."""
-    predicted, payload = [], []
+    predicted, payload, device = [], [], module_device(model)
     for batch in encoded:
-        y_hat = view.tail_latent(model.decompress(batch), len(payload))
+        y_hat = view.tail_latent(model.decompress(batch).cpu(), len(payload))
         payload += batch.payload_bytes()
-        predicted.append(model.classify(y_hat).argmax(1))
+        predicted.append(model.classify(y_hat.to(device)).argmax(1).cpu())
     predicted = torch.cat(predicted)
     return {
         "payload_bytes": sum(payload) / len(payload),

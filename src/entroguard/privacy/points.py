@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from entroguard.device import module_device
 from entroguard.models.split import SplitClassifier
 from entroguard.models.uncut import stage_outputs
 from entroguard.privacy.protection_view import ProtectionView
@@ -34,7 +35,8 @@ def head_latents(model: SplitClassifier, images: Tensor, batch: int = 500) -> Te
     """The head's continuous latents ``g_a(x)``, (N, C, h, w) float32, for ``images``
     (N, 3, H, W) in [0, 1]."""
     model.eval()
-    return torch.cat([model.analyze(x).float().cpu() for x in images.split(batch)])
+    device = module_device(model)
+    return torch.cat([model.analyze(x.to(device)).float().cpu() for x in images.split(batch)])
 
 
 @torch.no_grad()
@@ -46,8 +48,9 @@ def tail_features(
     _check_points(points)
     model.eval()
     out: dict[str, list[Tensor]] = {p: [] for p in points}
+    device = module_device(model)
     for y in latents.split(batch):
-        feats = {"latent": model.codec.quantize(y)}
+        feats = {"latent": model.codec.quantize(y.to(device))}
         feats["g_s"] = model.decoder(feats["latent"])
         feats["stage1"], feats["stage2"] = stage_outputs(model.backbone_tail, feats["g_s"])
         feats["logits"] = model.backbone_tail(feats["g_s"])
@@ -68,7 +71,9 @@ def view_features(
     leaves alone is ``plain``'s own tensor."""
     seen = dict(plain)
     if "latent" in plain and view.keyed is not None:
-        seen["latent"] = torch.cat([model.codec.quantize(y).float() for y in coded.split(batch)])
+        device = module_device(model)
+        seen["latent"] = torch.cat([model.codec.quantize(y.to(device)).float().cpu()
+                                    for y in coded.split(batch)])  # fmt: skip
     for name in ("g_s", "stage1", "stage2"):
         if name in plain:
             seen[name] = view.observed(name, plain[name])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from entroguard.device import module_device
 from entroguard.models.split import EncodedBatch, SplitClassifier
 
 
@@ -17,7 +18,9 @@ def encode_all(model: SplitClassifier, coded: Tensor, batch: int = 500) -> list[
     """Real coder output for the latents the head codes (N, C, h, w)
     (:meth:`ProtectionView.protect_all` of :func:`entroguard.privacy.points.head_latents`), in
     batches of ``batch`` images."""
-    return [EncodedBatch(model.codec.compress(y), tuple(y.shape[-2:])) for y in coded.split(batch)]
+    device = module_device(model)
+    return [EncodedBatch(model.codec.compress(y.to(device)), tuple(y.shape[-2:]))
+            for y in coded.split(batch)]  # fmt: skip
 
 
 def packet_lengths(
@@ -33,11 +36,11 @@ def packet_lengths(
 def channel_bits(model: SplitClassifier, coded: Tensor, batch: int = 500) -> Tensor:
     """Estimated bits per latent channel (and hyper-latent channel), (N, C [+ Cz]) float32,
     of the latents the head codes (N, C, h, w)."""
-    rows = []
+    rows, device = [], module_device(model)
     for y in coded.split(batch):
-        out = model.codec.likelihoods(y, "round")
+        out = model.codec.likelihoods(y.to(device), "round")
         per = [-torch.log2(lik).flatten(2).sum(2) for lik in out.likelihoods.values()]
-        rows.append(torch.cat(per, dim=1).float())
+        rows.append(torch.cat(per, dim=1).float().cpu())
     return torch.cat(rows)
 
 
