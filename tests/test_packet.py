@@ -76,7 +76,7 @@ def _reason(data, **kw) -> str:
 def test_constants():
     assert (
         VERSION == 2
-        and READABLE_VERSIONS == (1, 2, 3, 4)
+        and READABLE_VERSIONS == (1, 2, 3, 4, 5)
         and MAGIC == b"EG"
         and MAX_LATENT_SIDE == 4096
     )
@@ -278,7 +278,7 @@ def test_reason_bad_magic():
     assert _reason(b"\x89PNG\r\n\x1a\n" + bytes(50)) == "bad_magic"
 
 
-@pytest.mark.parametrize("version", [0, 5, 15])
+@pytest.mark.parametrize("version", [0, 6, 15])
 def test_reason_bad_version(version):
     assert _reason(_raw(b"\x08\x08\x00", version=version)) == "bad_version"
     assert _reason(_raw(b"", version=version)[:3]) == "bad_version"
@@ -454,8 +454,9 @@ def test_fuzz_mutated_packets(p, mutations, reseal, as_bytearray):
 def test_every_readable_version_round_trips(version):
     setting = (3, 1) if version == 3 else None
     keyed = (b"n" * 8, b"t" * 4) if version == 4 else None
+    capped = 17 if version == 5 else None
     p = Packet("mshp", FP, (8, 8), (b"\x00" * 12,), version=version, setting=setting,
-               keyed=keyed)  # fmt: skip
+               keyed=keyed, capped=capped)  # fmt: skip
     data = p.to_bytes()
     assert data[2] >> 4 == version
     assert parse_packet(data) == p and parse_packet(data).version == version
@@ -463,7 +464,24 @@ def test_every_readable_version_round_trips(version):
 
 def test_an_unwritable_version_is_a_clear_error():
     with pytest.raises(ValueError, match="version must be one of"):
-        Packet("fp", FP, (8, 8), (b"\x00" * 8,), version=5)
+        Packet("fp", FP, (8, 8), (b"\x00" * 8,), version=6)
+
+
+def test_the_cap_byte_round_trips_costs_one_byte_and_is_checked():
+    plain = Packet("fp", FP, (8, 8), (b"\x01" * 12,))
+    capped = Packet("fp", FP, (8, 8), (b"\x01" * 12,), capped=255)
+    data = capped.to_bytes()
+    assert capped.version == 5 and len(data) == len(plain.to_bytes()) + 1 == capped.total_bytes
+    assert parse_packet(data).capped == 255 and parse_packet(plain.to_bytes()).capped is None
+    zero = bytearray(data)
+    zero[13] = 0  # the cap byte follows the two one-byte latent sides
+    assert _reason(_reseal(bytes(zero))) == "bad_cap"
+    assert _reason(_reseal(data[:13])) == "truncated"
+    for bad in (0, 256, True):
+        with pytest.raises(ValueError, match="reset share"):
+            Packet("fp", FP, (8, 8), (b"\x01",), capped=bad)
+    with pytest.raises(ValueError, match="needs a cap byte"):
+        Packet("fp", FP, (8, 8), (b"\x01",), version=5)
 
 
 def test_the_nonce_and_tag_round_trip_and_cost_twelve_bytes():

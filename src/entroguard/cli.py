@@ -107,6 +107,7 @@ def train(
     freeze_encoder: Annotated[
         bool, typer.Option(help="bottlefit stage 2: keep the bottleneck's encoder frozen.")
     ] = False,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Train one split model, or (--zoo) the 24-model default zoo; resumable.
 
@@ -118,8 +119,10 @@ def train(
     """
     try:
         from entroguard.data import load_dataset
+        from entroguard.device import resolve_device
         from entroguard.train import zoo as zoo_mod
 
+        device = str(resolve_device(device))
         train_set = load_dataset(dataset, "train", download=download)
         test_set = load_dataset(dataset, "test", download=download)
         if recipe != "entropic_student":
@@ -129,7 +132,8 @@ def train(
             options = {"prior": prior, "beta": rate_beta,
                        "channels": channels or 4, "stages": stages, "stage1_epochs": stage1_epochs,
                        "stage2_epochs": stage2_epochs, "kd": kd, "freeze_encoder": freeze_encoder,
-                       "epochs": epochs, "teacher": teacher, "seed": seed}  # fmt: skip
+                       "epochs": epochs, "teacher": teacher, "seed": seed,
+                       "device": device}  # fmt: skip
             _train_recipe(recipe, arch, options, train_set, test_set, out)
             return
         if zoo:
@@ -137,13 +141,14 @@ def train(
             if only:
                 prefixes = tuple(p.strip() for p in only.split(","))
                 entries = [e for e in entries if e.name.startswith(prefixes)]
-            paths = zoo_mod.train_zoo(out, train_set, test_set, entries=entries, seed=seed)
+            paths = zoo_mod.train_zoo(out, train_set, test_set, entries=entries, seed=seed,
+                                      device=device)  # fmt: skip
             typer.echo(f"{len(paths)} zoo checkpoints in {out}")
             return
         if arch is None:
             raise typer.BadParameter("give --arch (one model) or --zoo")
         _train_one(arch, prior, beta, epochs, train_set, test_set, out, teacher,
-                   distill_weight, seed, channels)  # fmt: skip
+                   distill_weight, seed, channels, device)  # fmt: skip
     except EntroguardError as exc:
         _fail(exc)
 
@@ -155,7 +160,7 @@ def _train_recipe(recipe: str, arch: str, o: dict, train_set, test_set, out: Pat
 
     if recipe == "uncut":
         config = TeacherConfig(epochs=max(1, round(o["epochs"])), seed=o["seed"])
-        path, accuracy = run_uncut(arch, config, train_set, test_set, out)
+        path, accuracy = run_uncut(arch, config, train_set, test_set, out, device=o["device"])
         typer.echo(f"saved {path}: top1 {accuracy:.4f}")
         return
     if recipe == "slimmable":
@@ -167,7 +172,7 @@ def _train_recipe(recipe: str, arch: str, o: dict, train_set, test_set, out: Pat
         beta=o["beta"], seed=o["seed"],
     )  # fmt: skip
     path, metrics = run_bottlefit(arch, o["prior"], o["channels"], config, train_set, test_set,
-                                  out, teacher_path=o["teacher"])  # fmt: skip
+                                  out, teacher_path=o["teacher"], device=o["device"])  # fmt: skip
     typer.echo(f"saved {path}: {json.dumps(metrics)}")
 
 
@@ -179,7 +184,7 @@ def _train_slimmable(arch: str, o: dict, train_set, test_set, out: Path) -> None
         raise typer.BadParameter("--recipe slimmable needs --prior fp or mshp")
     config = SlimmableConfig(epochs=max(1, round(o["epochs"])), seed=o["seed"])
     path, rows = run_slimmable(arch, o["prior"], config, train_set, test_set, out,
-                               warm_from=o["teacher"])  # fmt: skip
+                               warm_from=o["teacher"], device=o["device"])  # fmt: skip
     for row in rows:
         typer.echo(f"m{row['members']},r{row['rate']}: top1 {row['top1']:.4f}, "
                    f"payload {row['payload_bytes']:.1f} B")  # fmt: skip
@@ -187,7 +192,18 @@ def _train_slimmable(arch: str, o: dict, train_set, test_set, out: Path) -> None
 
 
 def _train_one(
-    arch, prior, beta, epochs, train_set, test_set, out, teacher, distill_weight, seed, channels
+    arch,
+    prior,
+    beta,
+    epochs,
+    train_set,
+    test_set,
+    out,
+    teacher,
+    distill_weight,
+    seed,
+    channels,
+    device,
 ):
     import torch
 
@@ -198,7 +214,8 @@ def _train_one(
 
     torch.manual_seed(seed)
     model = build_model(arch, prior, **({"latent_channels": channels} if channels else {}))
-    teacher_model = load_checkpoint(teacher) if teacher else None
+    model = model.to(device)
+    teacher_model = load_checkpoint(teacher).to(device) if teacher else None
     config = TrainConfig(
         beta=beta, epochs=epochs, seed=seed, distill_weight=distill_weight if teacher else 0.0
     )

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from entroguard.models.split import EncodedBatch, SplitClassifier
+from entroguard.device import module_device
+from entroguard.models.split import SplitClassifier
 
 
 @dataclass
@@ -81,10 +82,11 @@ def payload_stats(payload_bytes: np.ndarray) -> dict:
 
 @torch.no_grad()
 def measure_batch(model: SplitClassifier, images: Tensor, labels: Tensor) -> Measurement:
-    """Code ``images`` (B, 3, H, W) in [0, 1] into packets, decode them, classify."""
-    y = model.analyze(images)
+    """Code ``images`` (B, 3, H, W) in [0, 1] into packets, decode them, classify (on the
+    model's device)."""
+    y = model.analyze(images.to(module_device(model)))
     est_bits = model.codec.likelihoods(y, "round").bits()
-    packets = model.packets(EncodedBatch(model.codec.compress(y), tuple(y.shape[-2:])))
+    packets = model.packets(model.encode(y))
     encoded = model.packets_to_batch(packets)
     logits = model.classify(model.decompress(encoded))
     predicted = logits.argmax(dim=1).cpu()

@@ -15,6 +15,7 @@ encoding only, so values are 0 .. 2**21 - 1)::
     .       1-3   latent width  (varint, 1 .. MAX_LATENT_SIDE)
     .       1     setting (format 3 only): high nibble compute setting, low nibble rate setting
     .       12    keyed protection (format 4 only): 8-byte nonce, then a 4-byte key tag
+    .       1     byte cap (format 5 only): share of the latent's symbols the head reset, 1..255
     .       1-3   length in bytes of each string (varint), STRINGS_PER_PRIOR[prior] of them
     .       ...   the strings, concatenated in order
 
@@ -34,6 +35,13 @@ the rate setting's entropy model; packets of other models are versions 1 and 2, 
 after the latent size (:mod:`entroguard.privacy.keyed`): the tail regenerates the protection
 from the key it was given at deployment and the nonce, and refuses a packet whose tag does not
 match its key. The key never travels.
+
+**5**: a version-2 packet plus one byte after the latent size, written by a head with a hard
+byte cap (:mod:`entroguard.codec.byte_cap`) for a packet it had to shrink: the share of the
+latent's symbols (y, and z for "mshp") it reset to their cheapest value, in 255ths (1..255,
+rounded up). The tail decodes it exactly as a version-2 packet; the byte tells the server, and
+whoever reads the stream, that the packet was capped. Packets that fit the budget stay
+version 2.
 
 Every prior currently carries exactly one coder string: "fp" the rANS string of the latent y;
 "mshp" a single rANS stream per image holding the hyper-latent z symbols first, then y; "q8"
@@ -66,6 +74,7 @@ __all__ = [
     "READABLE_VERSIONS",
     "SETTING_VERSION",
     "KEYED_VERSION",
+    "CAPPED_VERSION",
     "STRINGS_PER_PRIOR",
     "VERSION",
     "Packet",
@@ -80,9 +89,11 @@ SETTING_VERSION: int = 3
 """Format version of packets that carry a slimmable head's setting byte."""
 KEYED_VERSION: int = 4
 """Format version of packets that carry a keyed protection's nonce and key tag."""
+CAPPED_VERSION: int = 5
+"""Format version of packets a byte-capped head shrank (one byte: the share it reset)."""
 NONCE_BYTES: int = 8
 TAG_BYTES: int = 4
-READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4)
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5)
 """Format versions :func:`parse_packet` accepts (see the module docstring)."""
 MAGIC: bytes = b"EG"
 """First two bytes of every packet."""
@@ -123,6 +134,7 @@ PACKET_ERROR_REASONS: frozenset[str] = frozenset(
         "checksum",
         "bad_setting",
         "bad_key",
+        "bad_cap",
     }
 )
 """Every value :attr:`PacketError.reason` can take."""
@@ -223,6 +235,14 @@ def _check_keyed(keyed: object) -> tuple[bytes, bytes] | None:
     return nonce, tag
 
 
+def _check_capped(capped: object) -> int | None:
+    if capped is None:
+        return None
+    if not _is_int(capped) or not 1 <= capped <= 255:
+        raise ValueError(f"capped must be the reset share in 255ths, 1..255, got {capped!r}")
+    return capped
+
+
 def _check_lengths(prior: str, lengths: Sequence[int]) -> None:
     expected = STRINGS_PER_PRIOR[prior]
     if len(lengths) != expected:
@@ -272,9 +292,12 @@ class Packet:
             each at most MAX_STRING_BYTES bytes.
         setting: ``(compute, rate)`` setting of a slimmable head, each 0..15, or None.
         keyed: ``(nonce, tag)`` of a keyed protection (8 and 4 bytes), or None.
+        capped: share of the latent's symbols a byte-capped head reset, in 255ths (1..255),
+            or None for a packet that was not capped.
         version: wire format version, one of READABLE_VERSIONS (default: SETTING_VERSION
-            with a setting, KEYED_VERSION with ``keyed``, else VERSION); a setting needs
-            format 3 and format 3 a setting, ``keyed`` format 4 and format 4 ``keyed``.
+            with a setting, KEYED_VERSION with ``keyed``, CAPPED_VERSION with ``capped``, else
+            VERSION); a setting needs format 3 and format 3 a setting, ``keyed`` format 4 and
+            format 4 ``keyed``, ``capped`` format 5 and format 5 ``capped``.
 
     Bytes-like fields are normalised to ``bytes`` and sequences to tuples. Invalid values
     raise ValueError.
@@ -287,17 +310,21 @@ class Packet:
     version: int | None = None
     setting: tuple[int, int] | None = None
     keyed: tuple[bytes, bytes] | None = None
+    capped: int | None = None
 
     def __post_init__(self) -> None:
         prior = _check_prior(self.prior)
         setting, keyed = _check_setting(self.setting), _check_keyed(self.keyed)
+        capped = _check_capped(self.capped)
         version = self.version
         if version is None:
-            version = SETTING_VERSION if setting else KEYED_VERSION if keyed else VERSION
+            version = SETTING_VERSION if setting else KEYED_VERSION if keyed else \
+                CAPPED_VERSION if capped else VERSION  # fmt: skip
         if not _is_int(version) or version not in READABLE_VERSIONS:
             raise ValueError(f"packet version must be one of {READABLE_VERSIONS}, got {version!r}")
         for field_name, value, owner in (("a setting", setting, SETTING_VERSION),
-                                         ("a keyed nonce", keyed, KEYED_VERSION)):  # fmt: skip
+                                         ("a keyed nonce", keyed, KEYED_VERSION),
+                                         ("a cap byte", capped, CAPPED_VERSION)):  # fmt: skip
             if (value is not None) != (version == owner):
                 raise ValueError(
                     f"packet format {version} {'cannot carry' if value else 'needs'} "
@@ -306,6 +333,7 @@ class Packet:
         object.__setattr__(self, "version", version)
         object.__setattr__(self, "setting", setting)
         object.__setattr__(self, "keyed", keyed)
+        object.__setattr__(self, "capped", capped)
         fingerprint = _as_bytes(self.fingerprint, "fingerprint")
         if len(fingerprint) != FINGERPRINT_BYTES:
             raise ValueError(
@@ -335,7 +363,8 @@ class Packet:
     def header_bytes(self) -> int:
         """Size of the header, in bytes (``len(self.to_bytes()) - self.payload_bytes``)."""
         size = header_size(self.prior, self.latent_hw, [len(s) for s in self.strings])
-        return size + (self.setting is not None) + (NONCE_BYTES + TAG_BYTES) * bool(self.keyed)
+        extra = (self.setting is not None) + (self.capped is not None)
+        return size + extra + (NONCE_BYTES + TAG_BYTES) * bool(self.keyed)
 
     @property
     def total_bytes(self) -> int:
@@ -351,6 +380,8 @@ class Packet:
             body.append((self.setting[0] << 4) | self.setting[1])
         if self.keyed is not None:
             body += self.keyed[0] + self.keyed[1]
+        if self.capped is not None:
+            body.append(self.capped)
         for s in self.strings:
             _encode_varint(len(s), body)
         for s in self.strings:
@@ -473,6 +504,13 @@ def _parse(buf: memoryview) -> Packet:
         nonce_end = pos + NONCE_BYTES
         keyed = (bytes(buf[pos:nonce_end]), bytes(buf[nonce_end : nonce_end + TAG_BYTES]))
         pos = nonce_end + TAG_BYTES
+    capped = None
+    if version == CAPPED_VERSION:
+        if pos >= n:
+            raise PacketError("truncated", f"packet truncated before its cap byte: {_RESEND}")
+        capped, pos = buf[pos], pos + 1
+        if capped == 0:
+            raise PacketError("bad_cap", f"a capped packet must reset a share of 1..255: {_RESEND}")
     lengths = []
     for i in range(STRINGS_PER_PRIOR[prior]):
         length, pos = _read_varint(buf, pos, f"string {i} length")
@@ -496,7 +534,7 @@ def _parse(buf: memoryview) -> Packet:
     for length in lengths:
         strings.append(bytes(buf[pos : pos + length]))
         pos += length
-    return Packet(prior, fingerprint, (h, w), tuple(strings), version, setting, keyed)
+    return Packet(prior, fingerprint, (h, w), tuple(strings), version, setting, keyed, capped)
 
 
 def _check_version_prior(byte: int) -> tuple[int, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -80,6 +81,14 @@ def threatened(
     return out
 
 
+def _head_of(defense, model: SplitClassifier):
+    """The head a defence measures through: capped for ``rate_cap`` (its budget from the
+    model's clean payload), the model's own otherwise."""
+    from entroguard.defenses.rate_cap import RateCap
+
+    return defense.applied(model) if isinstance(defense, RateCap) else nullcontext()
+
+
 @dataclass
 class Measurer:
     """Loads models once and measures tasks.
@@ -146,10 +155,11 @@ class Measurer:
         for name in task.defenses:
             t1 = time.perf_counter()
             d = self.defense(task.threat, name)
-            parts = []
-            for x, y in batches:
-                x = x.to(self.device)
-                parts.append(measure_batch(model, x if d is None else d(model, x), y))
+            with _head_of(d, model):
+                parts = []
+                for x, y in batches:
+                    x = x.to(self.device)
+                    parts.append(measure_batch(model, x if d is None else d(model, x), y))
             out.append(
                 ConditionResult(
                     ConditionId(task.ref.name, task.threat.name, task.threat.strength, name),

@@ -135,9 +135,11 @@ def check_latent(y: Tensor, channels: int) -> None:
 
 
 def uniform_noise(like: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Uniform noise in [-0.5, 0.5) with the shape, dtype and device of ``like``."""
-    noise = torch.rand(like.shape, generator=generator, dtype=like.dtype, device=like.device)
-    return noise - 0.5
+    """Uniform noise in [-0.5, 0.5) with the shape, dtype and device of ``like``, drawn on the
+    ``generator``'s device (a CPU generator gives the same noise whatever device trains)."""
+    device = like.device if generator is None else generator.device
+    noise = torch.rand(like.shape, generator=generator, dtype=like.dtype, device=device)
+    return noise.to(like.device) - 0.5
 
 
 def straight_through_round(x: Tensor, center: Tensor | float = 0.0) -> Tensor:

@@ -71,12 +71,17 @@ class ImageSet:
         *,
         shuffle: bool = False,
         generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
     ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        """Yield ``(images (B, 3, H, W) float [0, 1], labels (B,), indices (B,))``."""
+        """Yield ``(images (B, 3, H, W) float [0, 1], labels (B,), indices (B,))``, images and
+        labels on ``device`` when given (the order is drawn on the CPU either way)."""
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            yield self.to_float(idx), self.labels[idx], idx
+            images, labels = self.to_float(idx), self.labels[idx]
+            if device is not None:
+                images, labels = images.to(device), labels.to(device)
+            yield images, labels, idx

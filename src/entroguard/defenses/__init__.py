@@ -15,6 +15,7 @@ import difflib
 from entroguard.defenses.base import Defense
 from entroguard.defenses.denoise import ObjectAwareTV, TotalVariation
 from entroguard.defenses.filters import JPEG, GaussianBlur, LowPass
+from entroguard.defenses.rate_cap import RateCap
 
 __all__ = [
     "DEFENSES",
@@ -24,6 +25,7 @@ __all__ = [
     "GaussianBlur",
     "LowPass",
     "ObjectAwareTV",
+    "RateCap",
     "TotalVariation",
     "build_defense",
     "check_defense_name",
@@ -32,7 +34,7 @@ __all__ = [
 
 #: Defence classes by the name used in campaign configs and result rows (``defense`` column).
 DEFENSES: dict[str, type[Defense]] = {
-    cls.name: cls for cls in (ObjectAwareTV, TotalVariation, LowPass, JPEG, GaussianBlur)
+    cls.name: cls for cls in (ObjectAwareTV, TotalVariation, LowPass, JPEG, GaussianBlur, RateCap)
 }
 
 #: object_tv as deployed (the demo's, the README's and Figure 5's defence): a sharper TV

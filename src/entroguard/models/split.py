@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +20,9 @@ from torch import Tensor, nn
 from entroguard.codec import CodecOutput, LatentCodec, Quantization
 from entroguard.errors import InputError, ModelMismatchError
 from entroguard.packet import VERSION, Packet, PacketError, parse_packet
+
+if TYPE_CHECKING:
+    from entroguard.codec.byte_cap import ByteCap
 
 
 def check_unit_float(images: Tensor) -> None:
@@ -103,13 +107,15 @@ class EncodedBatch:
 
     ``settings`` holds each image's slimmable-head setting ``(members, rate)`` when the
     packets carried one, ``keyed`` each image's keyed-protection ``(nonce, tag)`` (None
-    otherwise).
+    otherwise), ``capped`` each image's byte-cap reset share in 255ths (0: not capped; None
+    when no cap was involved).
     """
 
     strings: list[list[bytes]]
     latent_hw: tuple[int, int]
     settings: list[tuple[int, int]] | None = None
     keyed: list[tuple[bytes, bytes]] | None = None
+    capped: list[int] | None = None
 
     def payload_bytes(self) -> list[int]:
         """Bytes of coder output per image (no header)."""
@@ -120,7 +126,8 @@ class EncodedBatch:
         cut = slice(start, stop)
         return EncodedBatch(self.strings[cut], self.latent_hw,
                             None if self.settings is None else self.settings[cut],
-                            None if self.keyed is None else self.keyed[cut])  # fmt: skip
+                            None if self.keyed is None else self.keyed[cut],
+                            None if self.capped is None else self.capped[cut])  # fmt: skip
 
     @staticmethod
     def concat(batches: Sequence[EncodedBatch]) -> EncodedBatch:
@@ -171,6 +178,7 @@ class SplitClassifier(nn.Module):
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
         self._fingerprint: str | None = None
         self._latent_hw: tuple[int, int] | None = None
+        self.byte_cap: ByteCap | None = None  # set_byte_cap: a hard bound on every payload
 
     # ------------------------------------------------------------------ checks
     def check_images(self, x: Tensor) -> None:
@@ -195,15 +203,39 @@ class SplitClassifier(nn.Module):
 
     # ------------------------------------------------------------- the head
     def analyze(self, x: Tensor) -> Tensor:
-        """Normalise and run ``g_a``: images (B, 3, H, W) in [0, 1] -> latent (B, C, h, w)."""
+        """Normalise and run ``g_a``: images (B, 3, H, W) in [0, 1] -> latent (B, C, h, w), on
+        the model's device (images elsewhere are moved there)."""
         self.check_images(x)
+        x = x.to(self.mean.device)
         return self.encoder((x - self.mean) / self.std)
 
     def compress(self, x: Tensor) -> EncodedBatch:
         """Entropy-code a batch of images into per-image byte strings."""
         with torch.no_grad():
-            y = self.analyze(x)
-            return EncodedBatch(self.codec.compress(y), tuple(y.shape[-2:]))
+            return self.encode(self.analyze(x))
+
+    @torch.no_grad()
+    def encode(self, y: Tensor) -> EncodedBatch:
+        """Entropy-code latents (B, C, h, w): under the head's byte cap when it has one
+        (:meth:`set_byte_cap`), every payload within its budget."""
+        hw = tuple(y.shape[-2:])
+        if self.byte_cap is None:
+            return EncodedBatch(self.codec.compress(y), hw)
+        capped = self.byte_cap.compress(self.codec, y)
+        return EncodedBatch(capped.strings, hw, capped=capped.reset_share)
+
+    def set_byte_cap(self, budget_bytes: int | None) -> None:
+        """Cap every payload this head codes at ``budget_bytes`` (None: no cap); see
+        :mod:`entroguard.codec.byte_cap`. Raises ``InputError`` for a budget below the
+        smallest payload the model can code, or a model that cannot be capped."""
+        from entroguard.codec.byte_cap import ByteCap
+
+        if budget_bytes is None:
+            self.byte_cap = None
+            return
+        cap = ByteCap(budget_bytes)
+        cap.check(self.codec, self.latent_hw)
+        self.byte_cap = cap
 
     def to_packets(self, x: Tensor) -> list[bytes]:
         """Images -> one wire packet per image (header + strings)."""
@@ -212,10 +244,12 @@ class SplitClassifier(nn.Module):
     def packets(self, encoded: EncodedBatch) -> list[bytes]:
         """Wrap coder output into one wire packet per image (header + strings)."""
         fp = self.fingerprint_bytes
+        capped = encoded.capped or [0] * len(encoded.strings)
         return [
-            Packet(self.spec.prior, fp, encoded.latent_hw, tuple(strings)).to_bytes()
-            for strings in encoded.strings
-        ]
+            Packet(self.spec.prior, fp, encoded.latent_hw, tuple(strings),
+                   capped=share or None).to_bytes()
+            for strings, share in zip(encoded.strings, capped, strict=True)
+        ]  # fmt: skip
 
     # ------------------------------------------------------------- the tail
     def decompress(self, encoded: EncodedBatch) -> Tensor:
@@ -254,6 +288,8 @@ class SplitClassifier(nn.Module):
             batch.settings = [(m + 1, r) for m, r in settings]
         if keyed:
             batch.keyed = [packet.keyed for packet in parsed]
+        if any(packet.capped for packet in parsed):
+            batch.capped = [packet.capped or 0 for packet in parsed]
         return batch
 
     def _check_packet(self, packet: Packet, index: int) -> None:

@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from entroguard.device import DEVICE_HELP
 from entroguard.errors import EntroguardError, InputError
 from entroguard.serve.body import DEFAULT_MAX_BODY_BYTES
 from entroguard.serve.framing import DEFAULT_MAX_BATCH
@@ -146,6 +147,7 @@ def serve_command(
         Literal["debug", "info", "warning", "error"], typer.Option(help="Server log level.")
     ] = "info",
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    device: Annotated[str, typer.Option(help="Where the tail runs: " + DEVICE_HELP)] = "cpu",
 ) -> None:
     """Serve a split model's tail over HTTP (POST /v1/infer), behind a rate guard."""
     import logging
@@ -198,7 +200,7 @@ def _build_service(o: dict):
         model_threads=o["model_threads"], budget_packets_per_s=o["client_budget_packets_per_s"],
         connections=connections,
     )  # fmt: skip
-    served = load_served_model(o["model"], o["zoo_dir"])
+    served = load_served_model(o["model"], o["zoo_dir"], o["device"])
     stats = None if o["guard_mode"] == "off" else clean_stats_for(served, dataset=o["dataset"])
     per_setting = setting_clean_stats(served.metadata) if stats else None
     return Service(served.model, guard_config, limits, name=served.name, classes=served.classes,
@@ -291,6 +293,7 @@ def edge_command(
     figure: Annotated[
         Path | None, typer.Option(help="With --deadline-ms: write the run as a PNG figure.")
     ] = None,
+    device: Annotated[str, typer.Option(help="Where the head runs: " + DEVICE_HELP)] = "cpu",
 ) -> None:
     """Encode images with the head on this device, send them to a server, and report.
 
@@ -302,7 +305,7 @@ def edge_command(
 
     if deadline_ms is not None:
         _deadline_edge(inputs, model, server, zoo_dir, limit, deadline_ms, link_trace, rtt_ms,
-                       (as_json, out), figure)  # fmt: skip
+                       (as_json, out), figure, device)  # fmt: skip
         return
     try:
         from tqdm.auto import tqdm
@@ -319,7 +322,7 @@ def edge_command(
         from entroguard.serve.inputs import InputSource
         from entroguard.serve.resolve import load_served_model
 
-        served = load_served_model(model, zoo_dir)
+        served = load_served_model(model, zoo_dir, device)
         source = InputSource(
             inputs,
             served.model.spec.input_size,
@@ -365,7 +368,7 @@ def _emit(payload: dict, text: str, as_json: bool, out: Path | None) -> None:
 
 
 def _deadline_edge(inputs, model, server, zoo_dir, limit, deadline_ms, link_trace, rtt_ms,
-                   outputs: tuple[bool, Path | None], figure) -> None:  # fmt: skip
+                   outputs: tuple[bool, Path | None], figure, device: str) -> None:  # fmt: skip
     """``entroguard edge --deadline-ms``: adaptive against fixed settings, one table."""
 
     try:
@@ -380,7 +383,7 @@ def _deadline_edge(inputs, model, server, zoo_dir, limit, deadline_ms, link_trac
         from entroguard.serve.inputs import InputSource
         from entroguard.serve.resolve import load_served_model
 
-        served = load_served_model(model, zoo_dir)
+        served = load_served_model(model, zoo_dir, device)
         head = served.model
         if not isinstance(head, SlimmableSplitClassifier):
             raise InputError(f"--deadline-ms needs a slimmable model; {served.name} has one "

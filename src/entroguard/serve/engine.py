@@ -206,6 +206,7 @@ class TailEngine:
         probs = torch.softmax(logits.double(), dim=1)
         top_p, top_i = probs.topk(top_k, dim=1)
         sizes = encoded.payload_bytes()
+        capped = encoded.capped or [0] * len(sizes)
         results = []
         for row in range(len(sizes)):
             ids = top_i[row].tolist()
@@ -220,6 +221,7 @@ class TailEngine:
                         for c, p in zip(ids, ps, strict=True)
                     ],
                     "payload_bytes": sizes[row],
+                    "capped_share": round(capped[row] / 255, 4),
                     "guard": decisions[row].to_dict(),
                 }
             )

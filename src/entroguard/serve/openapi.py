@@ -46,6 +46,7 @@ _RESULT = {
         "label": {"type": "string"},
         "top_k": {"type": "array", "items": {"type": "object", "required": ["class", "prob"]}},
         "payload_bytes": {"type": "integer", "minimum": 0},
+        "capped_share": {"type": "number", "minimum": 0, "maximum": 1},
         "guard": _GUARD,
     },
 }

@@ -76,12 +76,16 @@ def class_names(metadata: dict, num_classes: int) -> list[str]:
     return [str(i) for i in range(num_classes)]
 
 
-def load_served_model(name: str | Path, zoo_dir: str | Path | None = None) -> ServedModel:
-    """Load the model ``name`` (zoo name or checkpoint path) for serving or for the edge."""
+def load_served_model(
+    name: str | Path, zoo_dir: str | Path | None = None, device: str = "cpu"
+) -> ServedModel:
+    """Load the model ``name`` (zoo name or checkpoint path) for serving or for the edge, on
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``auto``; the coder stays on the CPU)."""
+    from entroguard.device import resolve_device
     from entroguard.train.checkpoint import load_checkpoint
 
     model_name, path = resolve_checkpoint(name, zoo_dir)
-    model = load_checkpoint(path)
+    model = load_checkpoint(path).to(resolve_device(device))
     metadata = dict(getattr(model, "metadata", {}))
     return ServedModel(
         model_name, path, model, metadata, class_names(metadata, model.spec.num_classes)

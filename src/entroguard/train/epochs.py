@@ -26,12 +26,14 @@ def run_epoch(
     after_step: Callable[[], None] | None = None,
     progress: bool = True,
     desc: str = "epoch",
+    device: torch.device | str | None = None,
 ) -> dict[str, float]:
-    """One pass over ``train_set`` (shuffled by ``generator``); the mean of every loss term."""
+    """One pass over ``train_set`` (shuffled by ``generator``, batches on ``device``); the
+    mean of every loss term."""
     sums: dict[str, float] = {}
     batches = 0
     total = -(-len(train_set) // batch_size)
-    batches_iter = train_set.batches(batch_size, shuffle=True, generator=generator)
+    batches_iter = train_set.batches(batch_size, shuffle=True, generator=generator, device=device)
     bar = tqdm(batches_iter, total=total, desc=desc, disable=not progress, leave=False)
     for images, labels, _ in bar:
         terms = step_loss(images, labels)
@@ -48,11 +50,15 @@ def run_epoch(
 
 @torch.no_grad()
 def top1(
-    predict: Callable[[torch.Tensor], torch.Tensor], data: ImageSet, batch_size: int = 500
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    data: ImageSet,
+    batch_size: int = 500,
+    device: torch.device | str | None = None,
 ) -> float:
-    """Top-1 accuracy (0-1) of ``predict(images) -> logits`` on ``data``."""
+    """Top-1 accuracy (0-1) of ``predict(images) -> logits`` on ``data`` (batches on
+    ``device``)."""
     correct = 0
-    for images, labels, _ in data.batches(batch_size):
+    for images, labels, _ in data.batches(batch_size, device=device):
         correct += int((predict(images).argmax(dim=1) == labels).sum())
     return correct / max(len(data), 1)
 

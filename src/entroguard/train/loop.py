@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from entroguard.data.imageset import ImageSet
+from entroguard.device import module_device
 from entroguard.models.split import SplitClassifier
 
 
@@ -64,7 +65,7 @@ def train_split(
     progress: bool = True,
     desc: str = "train",
 ) -> TrainHistory:
-    """Train ``model`` in place; it ends in eval mode with coder tables built.
+    """Train ``model`` in place, on its device; it ends in eval mode with coder tables built.
 
     Args:
         model: the split model (fresh or warm-started).
@@ -97,7 +98,7 @@ def train_split(
     bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not progress, leave=False)
     while step < total_steps:
         for images, labels, _ in train_set.batches(
-            config.batch_size, shuffle=True, generator=generator
+            config.batch_size, shuffle=True, generator=generator, device=module_device(model)
         ):
             out = model.forward_train(images, "noise", generator)
             ce = F.cross_entropy(out.logits, labels)

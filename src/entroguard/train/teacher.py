@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from entroguard.data.imageset import ImageSet
+from entroguard.device import module_device
 from entroguard.errors import CheckpointError
 from entroguard.models.split import tensors_digest
 from entroguard.models.uncut import UncutClassifier
@@ -43,7 +44,8 @@ def train_teacher(
     *,
     progress: bool = True,
 ) -> list[dict[str, float]]:
-    """Train ``model`` in place with cross-entropy; returns each epoch's mean loss terms."""
+    """Train ``model`` in place with cross-entropy, on its device; returns each epoch's mean
+    loss terms."""
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
@@ -58,7 +60,8 @@ def train_teacher(
     for epoch in range(config.epochs):
         history.append(run_epoch(step_loss, optimizer, train_set, batch_size=config.batch_size,
                                  generator=generator, progress=progress,
-                                 desc=f"{model.arch} uncut epoch {epoch + 1}"))  # fmt: skip
+                                 desc=f"{model.arch} uncut epoch {epoch + 1}",
+                                 device=module_device(model)))  # fmt: skip
         schedule.step()
     model.eval()
     return history

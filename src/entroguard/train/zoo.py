@@ -139,8 +139,10 @@ def train_zoo(
     seed: int = 0,
     skip_existing: bool = True,
     progress: bool = True,
+    device: str = "cpu",
 ) -> list[Path]:
-    """Train (and measure) every zoo entry into ``out_dir``; returns the checkpoint paths.
+    """Train (and measure) every zoo entry into ``out_dir`` on ``device``; returns the
+    checkpoint paths.
 
     Finished checkpoints are kept, so an interrupted run resumes with ``skip_existing``.
     """
@@ -158,11 +160,11 @@ def train_zoo(
             if skip_existing and path.exists() and checkpoint_paths(path)[1].exists():
                 saved.append(path)
                 if i == 0:
-                    base = load_checkpoint(path)
+                    base = load_checkpoint(path).to(device)
                 continue
             torch.manual_seed(seed)
             if base is None:
-                model = build_model(arch, prior)
+                model = build_model(arch, prior).to(device)
                 config = TrainConfig(beta=entry.beta, epochs=base_epochs, seed=seed)
                 teacher = None
             else:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from entroguard.data.imageset import ImageSet
+from entroguard.device import module_device
 from entroguard.models.split import SplitClassifier
 from entroguard.models.uncut import UncutClassifier, stage_outputs
 from entroguard.train.epochs import run_epoch, top1
@@ -171,14 +172,15 @@ class _Trainer:
             terms = run_epoch(step_loss, optimizer, self.train_set,
                               batch_size=self.config.batch_size, generator=self.generator,
                               after_step=self._aux_step, progress=self.progress,
-                              desc=f"bottlefit stage {stage} epoch {epoch + 1}")  # fmt: skip
+                              desc=f"bottlefit stage {stage} epoch {epoch + 1}",
+                              device=module_device(self.student))  # fmt: skip
             schedule.step()
             terms["val_top1"] = self._validate(stage, epoch + 1)
             log.append(terms)
 
     def _validate(self, stage: str, epoch: int) -> float:
         self.student.eval()
-        acc = top1(self.student, self.val_set)
+        acc = top1(self.student, self.val_set, device=module_device(self.student))
         if not self.result.best or acc > self.result.best["val_top1"]:
             self.result.best = {"stage": stage, "epoch": epoch, "val_top1": acc}
             self.best_state = copy.deepcopy(self.student.state_dict())

@@ -57,13 +57,16 @@ def run_bottlefit(
     *,
     teacher_path: Path | None = None,
     progress: bool = True,
+    device: str = "cpu",
 ) -> tuple[Path, dict]:
-    """Train a BottleFit student of ``arch`` with a ``channels``-channel ``prior`` bottleneck,
-    measure it on ``test_set`` through real coding, save it; returns (path, metrics)."""
+    """Train a BottleFit student of ``arch`` with a ``channels``-channel ``prior`` bottleneck
+    on ``device``, measure it on ``test_set`` through real coding, save it; returns (path,
+    metrics)."""
     teacher = load_teacher(teacher_path, arch)
     torch.manual_seed(config.seed)
     student = build_model(arch, prior, latent_channels=channels)
     student_from_teacher(student, teacher)
+    student, teacher = student.to(device), teacher.to(device)
     fit_set, val_set = split_validation(train_set, VALIDATION_IMAGES)
     result = train_bottlefit(student, teacher, fit_set, val_set, config, progress=progress)
     measured = measure(student, test_set.batches(500), total=len(test_set), progress=progress)
@@ -85,12 +88,14 @@ def run_uncut(
     out: Path,
     *,
     progress: bool = True,
+    device: str = "cpu",
 ) -> tuple[Path, float]:
-    """Train the uncut teacher of ``arch``, test it, save it; returns (path, test top-1)."""
+    """Train the uncut teacher of ``arch`` on ``device``, test it, save it; returns (path, test
+    top-1)."""
     torch.manual_seed(config.seed)
-    model = UncutClassifier(arch)
+    model = UncutClassifier(arch).to(device)
     history = train_teacher(model, train_set, config, progress=progress)
-    accuracy = top1(model, test_set)
+    accuracy = top1(model, test_set, device=device)
     meta = teacher_metadata(config, history, accuracy)
     path = save_teacher(model, out / f"{arch}-uncut", name=f"{arch}-uncut", dataset=test_set.name,
                         **meta)  # fmt: skip
@@ -132,17 +137,19 @@ def run_slimmable(
     *,
     warm_from: str | Path | None = None,
     progress: bool = True,
+    device: str = "cpu",
 ) -> tuple[Path, list[dict]]:
     """Train a slimmable ``arch``/``prior`` head warm-started from ``warm_from`` (a checkpoint
     path or zoo name; default: the zoo's ``arch``/``prior`` model at the smallest beta), measure
     every setting, save it; returns (path, per-setting rows). Top-level metrics are the largest
-    setting's."""
+    setting's. Trains on ``device``."""
     warm_from = warm_from or f"{arch}-{prior}-beta{min(config.betas):g}"
     source = resolve_models([str(warm_from)])[0].load()
     torch.manual_seed(config.seed)
     opts = source.spec.options
     model = build_model(arch, prior, members=4, member_hidden=opts["hidden"], **opts)
     warm_start(model, source)
+    model = model.to(device)
     logs = train_slimmable(model, train_set, config, progress=progress)
     rows = measure_settings(model, test_set, progress=progress)
     largest = rows[-1]

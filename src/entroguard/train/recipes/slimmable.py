@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from entroguard.data.imageset import ImageSet
+from entroguard.device import module_device
 from entroguard.models.slimmable import SlimmableSplitClassifier
 from entroguard.models.split import SplitClassifier
 from entroguard.train.epochs import run_epoch
@@ -161,6 +162,7 @@ def train_slimmable(
             train_set,
             batch_size=config.batch_size, generator=generator, after_step=after_step,
             progress=progress, desc=f"slimmable epoch {epoch + 1}/{config.epochs}",
+            device=module_device(model),
         ))  # fmt: skip
     model.eval()
     model.prepare_coding()
