@@ -3,6 +3,8 @@ reset symbols; capped packets are marked (format 5) and decode like any other.""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from eg_testutil import seeded_model
@@ -112,3 +114,36 @@ def test_rate_cap_as_a_defence_reads_the_budget_from_the_checkpoint():
         cap.budget_bytes(seeded_model("resnet_s", "fp"))
     with pytest.raises(ValueError, match="budget_q must be one of"):
         build_defense("rate_cap", budget_q=0.95)
+
+
+def test_a_campaign_measures_through_the_capped_head(tmp_path):
+    from entroguard.campaign.config import parse_config
+    from entroguard.campaign.runner import run_campaign
+    from entroguard.campaign.store import ConditionId, ResultStore
+
+    config = {"dataset": "fashion-mnist", "n_images": 16, "batch_size": 16,
+              "models": ["resnet_s-mshp-beta0.01"],
+              "defenses": ["none", {"rate_cap": {"budget_q": 0.5}}],
+              "threats": ["clean", {"attack": "rate_pgd", "eps": [8],
+                                    "params": {"steps": 2, "noise_copies": 1}}]}  # fmt: skip
+    run_campaign(parse_config(config), tmp_path, progress=False)
+    name = "resnet_s-mshp-beta0.01"
+    budget = math.ceil(entroguard.load(name).metadata["clean_payload"]["quantiles"]["0.5"])
+    with ResultStore(tmp_path / "results.sqlite") as store:
+        for threat, strength in (("clean", 0.0), ("rate_pgd", 8.0)):
+            free, capped = (store.per_image(ConditionId(name, threat, strength, d).key)
+                            ["payload_bytes"] for d in ("none", "rate_cap"))  # fmt: skip
+            assert capped.max() <= budget < free.max()
+            assert (capped <= free).all()
+
+
+def test_the_edge_refuses_a_cap_below_the_floor_before_sending_anything():
+    from typer.testing import CliRunner
+
+    from entroguard.cli import app
+
+    args = ["edge", "test", "--model", "resnet_s-fp-beta0.01", "--server", "http://127.0.0.1:9",
+            "--byte-cap", "1"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "below the smallest payload" in result.output

@@ -294,6 +294,13 @@ def edge_command(
         Path | None, typer.Option(help="With --deadline-ms: write the run as a PNG figure.")
     ] = None,
     device: Annotated[str, typer.Option(help="Where the head runs: " + DEVICE_HELP)] = "cpu",
+    byte_cap: Annotated[
+        int | None,
+        typer.Option(
+            help="Hard cap on every payload, bytes: the head resets the latent's "
+            "costliest symbols of a packet over it (format-5 packets)."
+        ),
+    ] = None,
 ) -> None:
     """Encode images with the head on this device, send them to a server, and report.
 
@@ -323,6 +330,7 @@ def edge_command(
         from entroguard.serve.resolve import load_served_model
 
         served = load_served_model(model, zoo_dir, device)
+        served.model.set_byte_cap(byte_cap)
         source = InputSource(
             inputs,
             served.model.spec.input_size,
