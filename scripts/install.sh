@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs entroguard and everything it needs into ./.venv; safe to run again (idempotent).
 #   scripts/install.sh         runtime only
-#   scripts/install.sh --dev   also the test and lint tools
+#   scripts/install.sh --dev   also the test and lint tools, and Ray (the campaign backend)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev]"
+[ "${1:-}" = "--dev" ] && extras="[dev,ray]"
 
 # The embedded default dataset (Fashion-MNIST, MIT licence) from Debian, where apt is available.
 fmnist=/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz

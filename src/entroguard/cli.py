@@ -279,13 +279,25 @@ def campaign(
     report: Annotated[bool, typer.Option(help="Also write report.html.")] = True,
     workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 0,
     device: DeviceOption = "cpu",
+    backend: Annotated[
+        Literal["local", "ray"],
+        typer.Option(help="local worker processes, or Ray actors (pip install entroguard[ray])."),
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="With --backend ray: the cluster to join (HEAD:6379).")
+    ] = None,
+    gpus_per_task: Annotated[
+        float, typer.Option(help="With --backend ray: GPUs reserved by each worker.")
+    ] = 0.0,
 ) -> None:
     """Run a resumable campaign grid; rerun the same command to continue after a crash."""
     from entroguard.campaign import load_config, run_campaign
 
     try:
         cfg = load_config(config)
-        csv_path = run_campaign(cfg, out, zoo_dir=zoo_dir, workers=workers, device=device)
+        csv_path = run_campaign(cfg, out, zoo_dir=zoo_dir, workers=workers, device=device,
+                                backend=backend, address=address,
+                                gpus_per_task=gpus_per_task)  # fmt: skip
     except (EntroguardError, ValueError) as exc:
         _fail(exc)
     _print_campaign_summary(out)

@@ -92,6 +92,9 @@ def run_campaign(
     progress: bool = True,
     workers: int = 1,
     device: str = "cpu",
+    backend: str = "local",
+    address: str | None = None,
+    gpus_per_task: float = 0.0,
 ) -> Path:
     """Measure every condition of ``config`` not yet in ``out_dir/results.sqlite``.
 
@@ -105,6 +108,10 @@ def run_campaign(
             ``cpu_count // workers`` threads; results are the same for the same ``workers``.
         device: where the models, threats and defences run (``cpu``, ``cuda``, ``cuda:N``,
             ``auto``; see :func:`entroguard.device.resolve_device`); recorded with the run.
+        backend: ``local`` (worker processes here) or ``ray`` (Ray actors, this process the
+            only writer; :mod:`entroguard.campaign.ray_backend`); results are the same.
+        address: with ``ray``: the cluster to join (None: a local Ray instance).
+        gpus_per_task: with ``ray``: GPUs reserved by each worker.
 
     The ``leak`` entries are measured after the threats, in this process (one measurement,
     a model under a protection, at a time) into ``leak.csv``.
@@ -113,6 +120,8 @@ def run_campaign(
     """
     out_dir = Path(out_dir)
     device = str(resolve_device(device))
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"unknown backend {backend!r}: use local or ray")
     refs = resolve_models(config.models, zoo_dir)
     workers = workers if workers > 0 else default_workers(len(refs))
     data = load_dataset(config.dataset, "test").subset(config.n_images)
@@ -121,7 +130,8 @@ def run_campaign(
         done = store.done_keys()
         tasks = plan_tasks(config, refs, len(data), done)
         leak_units = plan_leak(config, refs, len(data), store.leak_done_units())
-        store.add_run(identity(config), config_record(config), provenance() | {"device": device})
+        run_info = {"device": device, "backend": backend, "workers": workers}
+        store.add_run(identity(config), config_record(config), provenance() | run_info)
         if done and progress and (tasks or leak_units):
             tqdm.write(
                 f"{out_dir}: {len(done)} conditions already measured are kept; "
@@ -136,11 +146,17 @@ def run_campaign(
                 bar.done(r)
 
         try:
-            if workers <= 1 or len(tasks) <= 1:
-                for task in _with_shared_images(tasks, measurer):
+            shared = _with_shared_images(tasks, measurer)
+            if backend == "ray" and tasks:
+                from entroguard.campaign.ray_backend import run_on_ray
+
+                run_on_ray(shared, measurer, workers, record, address=address,
+                           gpus_per_task=gpus_per_task)  # fmt: skip
+            elif workers <= 1 or len(tasks) <= 1:
+                for task in shared:
                     record(measurer.run(task))
             else:
-                _run_parallel(_with_shared_images(tasks, measurer), measurer, workers, record)
+                _run_parallel(shared, measurer, workers, record)
         finally:
             bar.close()
         run_leak_units(leak_units, config, data, store, progress, device)
