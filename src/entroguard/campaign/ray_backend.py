@@ -82,18 +82,21 @@ def run_on_ray(
             raise RayBackendError(f"cannot start or join Ray ({address or 'local'}): {exc}") \
                 from None  # fmt: skip
     try:
-        _drive(ray, tasks, _actors(ray, measurer, workers, gpus_per_task), record)
+        # the actors' constructor arguments stay referenced here for the whole run, so a
+        # restarted actor finds them in the object store
+        args = ray.put((measurer.data, measurer.batch_size, measurer.seed,
+                        measurer.defense_params, measurer.device))  # fmt: skip
+        _drive(ray, tasks, _actors(ray, args, workers, gpus_per_task), record)
     finally:
         if started:
             ray.shutdown()
 
 
-def _actors(ray, measurer: Measurer, workers: int, gpus_per_task: float) -> list:
+def _actors(ray, args, workers: int, gpus_per_task: float) -> list:
+    """``workers`` actors built from the :class:`Measurer` arguments ``args`` (an object ref)."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     remote = ray.remote(num_cpus=1, num_gpus=gpus_per_task, max_restarts=WORKER_RESTARTS,
                         max_task_retries=WORKER_RESTARTS)(_MeasurerActor)  # fmt: skip
-    args = (measurer.data, measurer.batch_size, measurer.seed, measurer.defense_params,
-            measurer.device)  # fmt: skip
     return [remote.remote(args, threads) for _ in range(workers)]
 
 
