@@ -24,13 +24,13 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
 
+from entroguard.serve.lru import LruTable
 from entroguard.serve.sequential import (
     DEFAULT_CUSUM_CLIP,
     DEFAULT_CUSUM_COOLDOWN_S,
@@ -323,7 +323,9 @@ class ClientBudgets:
         self.burst = float(burst)
         self.max_clients = int(max_clients)
         self._clock = clock
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._buckets: LruTable[TokenBucket] = LruTable(
+            self.max_clients, lambda: TokenBucket(self.rate, self.burst, self._clock)
+        )
         self._lock = threading.Lock()
 
     @property
@@ -340,15 +342,7 @@ class ClientBudgets:
     def _bucket(self, client: str) -> TokenBucket:
         """``client``'s bucket, made full if new (the least recently used dropped past
         ``max_clients``); call with the lock held."""
-        bucket = self._buckets.get(client)
-        if bucket is None:
-            bucket = TokenBucket(self.rate, self.burst, self._clock)
-            self._buckets[client] = bucket
-            while len(self._buckets) > self.max_clients:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(client)
-        return bucket
+        return self._buckets.get_or_create(client)[0]
 
     def charge(self, client: str, amount: float) -> None:
         """:meth:`TokenBucket.charge` ``client``'s bucket (nothing when budgets are off)."""

@@ -32,9 +32,10 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from entroguard.serve.lru import LruTable
 
 Clock = Callable[[], float]
 
@@ -168,23 +169,18 @@ class ClientCusums:
         self.cooldown_s = float(cooldown_s)
         self.max_clients = int(max_clients)
         self._clock = clock
-        self._streams: OrderedDict[str, Cusum] = OrderedDict()
+        self._streams: LruTable[Cusum] = LruTable(
+            self.max_clients, lambda: Cusum(self.k, self.h, self.clip)
+        )
         self._lock = threading.Lock()
 
     def update(self, client: str, scores: Sequence[float]) -> list[CusumStep]:
         """Add ``scores`` (one per packet, in order, clean std units) to ``client``'s test."""
         with self._lock:
             now = self._clock()
-            stream = self._streams.get(client)
-            if stream is None:
-                stream = Cusum(self.k, self.h, self.clip)
-                self._streams[client] = stream
-                while len(self._streams) > self.max_clients:
-                    self._streams.popitem(last=False)
-            else:
-                self._streams.move_to_end(client)
-                if now - stream.last_seen >= self.cooldown_s:
-                    stream.reset()
+            stream, new = self._streams.get_or_create(client)
+            if not new and now - stream.last_seen >= self.cooldown_s:
+                stream.reset()
             stream.last_seen = now
             return [stream.update(float(z)) for z in scores]
 
