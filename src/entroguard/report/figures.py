@@ -27,6 +27,7 @@ from matplotlib.ticker import (
     SymmetricalLogLocator,
 )
 
+from entroguard.report import intervals as I
 from entroguard.report.data import (
     ATTACK_TITLES,
     CORRUPTION_FAMILIES,
@@ -36,7 +37,6 @@ from entroguard.report.data import (
     corruption_family,
     family_label,
 )
-from entroguard.report.stats import mean_interval, wilson_interval
 
 DPI = 100
 STYLE = {
@@ -192,15 +192,6 @@ def _draw_series(ax: Axes, results: Results, threat: str, metric: str, styles, x
 # -- clean baseline ----------------------------------------------------------------------------
 
 
-def _clean_intervals(results: Results, model: str) -> tuple[tuple, tuple] | None:
-    """95 % intervals of ``model``'s clean payload bytes (bootstrap) and top-1 (%, Wilson)."""
-    per = results.per_image(model, "clean", 0.0)
-    if not len(per["correct"]):
-        return None
-    low, high = wilson_interval(float(per["correct"].sum()), len(per["correct"]))
-    return mean_interval(per["payload_bytes"]), (100 * low, 100 * high)
-
-
 def _draw_clean_group(ax: Axes, results: Results, group: Group, style: dict) -> bool:
     """One (arch, prior) line through its betas, with 95 % error bars; False if nothing."""
     pts = sorted(
@@ -213,8 +204,9 @@ def _draw_clean_group(ax: Axes, results: Results, group: Group, style: dict) -> 
     x, y, _, _ = zip(*pts, strict=True)
     ax.plot(x, y, label=group.label, **style)
     for xi, yi, beta, name in pts:
-        if (ci := _clean_intervals(results, name)) is not None:
-            (x0, x1), (y0, y1) = ci
+        x_ci, y_ci = I.payload_interval(results, name), I.top1_interval(results, name)
+        if x_ci is not None and y_ci is not None:
+            (x0, x1), (y0, y1) = x_ci, y_ci
             ax.errorbar(xi, yi, xerr=[[max(xi - x0, 0)], [max(x1 - xi, 0)]],
                         yerr=[[max(yi - y0, 0)], [max(y1 - yi, 0)]], fmt="none",
                         ecolor=style["color"], alpha=0.45, capsize=2, lw=0.9)  # fmt: skip

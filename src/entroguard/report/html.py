@@ -486,8 +486,12 @@ def _rate_pgd_table(results: Results) -> str:
                 continue
             args = (results, m["name"], "rate_pgd", e)
             cells += [
-                with_interval(rate_cell(r[0]["rate_change_pct"]), I.rate_change_interval(*args)),
-                with_interval(top1_cell(r[0]["top1_change_pp"]), I.top1_change_interval(*args)),
+                with_interval(
+                    rate_cell(r[0]["rate_change_pct"]), I.rate_change_interval(*args), signed
+                ),
+                with_interval(
+                    top1_cell(r[0]["top1_change_pp"]), I.top1_change_interval(*args), signed
+                ),
             ]
         rows.append(cells)
     return "<h3>Entropy attack per model</h3>" + table(

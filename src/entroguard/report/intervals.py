@@ -1,5 +1,5 @@
-"""95 % confidence intervals of a campaign's conditions, from its per-image measurements,
-formatted for the report's tables (:func:`entroguard.report.page.with_interval`).
+"""95 % confidence intervals of a campaign's conditions, from its per-image measurements, for
+the report's tables (:func:`entroguard.report.page.with_interval`) and figures.
 
 Top-1 of one condition: Wilson. Mean payload bytes: bootstrap over images. Changes against
 clean (payload in %, top-1 in points): a paired bootstrap, the same images resampled clean and
@@ -9,21 +9,20 @@ threatened together.
 from __future__ import annotations
 
 from entroguard.report.data import Results
-from entroguard.report.page import signed
 from entroguard.report.stats import bootstrap_interval, change_interval, mean_interval
 from entroguard.report.stats import wilson_interval as wilson
 
-Interval = tuple[str, str]
+Interval = tuple[float, float]
 
 
 def top1_interval(results: Results, model: str, threat: str = "clean", strength: float = 0.0,
                   defense: str = "none") -> Interval | None:  # fmt: skip
-    """Wilson interval of the condition's top-1, in % with one decimal."""
+    """Wilson interval of the condition's top-1, in %."""
     correct = results.per_image(model, threat, strength, defense)["correct"]
     if not len(correct):
         return None
     low, high = wilson(float(correct.sum()), len(correct))
-    return f"{100 * low:.1f}", f"{100 * high:.1f}"
+    return 100 * low, 100 * high
 
 
 def payload_interval(results: Results, model: str, threat: str = "clean", strength: float = 0.0,
@@ -32,8 +31,7 @@ def payload_interval(results: Results, model: str, threat: str = "clean", streng
     payload = results.per_image(model, threat, strength, defense)["payload_bytes"]
     if not len(payload):
         return None
-    low, high = mean_interval(payload)
-    return f"{low:,.1f}", f"{high:,.1f}"
+    return mean_interval(payload)
 
 
 def rate_change_interval(results: Results, model: str, threat: str, strength: float,
@@ -42,8 +40,7 @@ def rate_change_interval(results: Results, model: str, threat: str, strength: fl
     clean, other = results.paired(model, threat, strength, defense)
     if not len(clean["image"]):
         return None
-    low, high = change_interval(clean["payload_bytes"], other["payload_bytes"])
-    return signed(low, 1), signed(high, 1)
+    return change_interval(clean["payload_bytes"], other["payload_bytes"])
 
 
 def top1_change_interval(results: Results, model: str, threat: str, strength: float,
@@ -53,5 +50,4 @@ def top1_change_interval(results: Results, model: str, threat: str, strength: fl
     if not len(clean["image"]):
         return None
     a, b = clean["correct"], other["correct"]
-    low, high = bootstrap_interval(lambda i: float(100 * (b[i].mean() - a[i].mean())), len(a))
-    return signed(low, 1), signed(high, 1)
+    return bootstrap_interval(lambda i: float(100 * (b[i].mean() - a[i].mean())), len(a))

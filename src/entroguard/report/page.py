@@ -6,7 +6,7 @@ loads no script, font or image from anywhere else.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from html import escape
 
 from entroguard.report.figures import Image
@@ -109,12 +109,14 @@ def num_cell(value: float | None, digits: int = 1) -> Cell:
     return Cell(number(value, digits), num=True)
 
 
-def with_interval(cell: Cell, interval: tuple[str, str] | None) -> Cell:
-    """``cell`` with its 95 % confidence interval (already formatted) on a second, smaller
-    line; unchanged when there is none."""
+def with_interval(cell: Cell, interval: tuple[float, float] | None,
+                  text: Callable[[float, int], str] = number) -> Cell:  # fmt: skip
+    """``cell`` with its 95 % confidence interval on a second, smaller line, each end written
+    by ``text`` with one decimal (:func:`number`, or :func:`signed` for changes); unchanged
+    when there is none."""
     if interval is None:
         return cell
-    low, high = (escape(x) for x in interval)
+    low, high = (escape(text(x, 1)) for x in interval)
     ci = f'<span class="ci">[{low}, {high}]</span>'
     return Cell(cell.html + ci, num=cell.num, cls=cell.cls, raw=True)
 
