@@ -129,18 +129,6 @@ class EncodedBatch:
                             None if self.keyed is None else self.keyed[cut],
                             None if self.capped is None else self.capped[cut])  # fmt: skip
 
-    @staticmethod
-    def concat(batches: Sequence[EncodedBatch]) -> EncodedBatch:
-        """One batch of the images of ``batches`` (same latent size), in order."""
-        strings = [s for batch in batches for s in batch.strings]
-
-        def joined(parts):
-            return None if any(p is None for p in parts) else [s for p in parts for s in p]
-
-        return EncodedBatch(strings, batches[0].latent_hw,
-                            joined([b.settings for b in batches]),
-                            joined([b.keyed for b in batches]))  # fmt: skip
-
 
 class SplitClassifier(nn.Module):
     """A split classifier with a real entropy-coded bottleneck.
