@@ -1,8 +1,9 @@
 """Which torch device a command computes on (``--device cpu|cuda|cuda:N|auto``).
 
-Networks, attacks, defences and probes run on the chosen device; the entropy coder's integer
-work stays on the CPU, so packets decode bit for bit whatever device coded them. A device
-this machine does not have is one clear error, never a crash deep inside a measurement.
+Networks, attacks and defences run on the chosen device (the leak probes train on the CPU
+cores); the rANS coder itself runs on the CPU, and decoding stays exact and portable because
+the decoder's scale indexes and means come from the integer hyper-synthesis. A device this
+machine does not have is one clear error, never a crash deep inside a measurement.
 """
 
 from __future__ import annotations

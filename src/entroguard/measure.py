@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from entroguard.device import module_device
 from entroguard.models.split import SplitClassifier
 
 
@@ -84,7 +83,7 @@ def payload_stats(payload_bytes: np.ndarray) -> dict:
 def measure_batch(model: SplitClassifier, images: Tensor, labels: Tensor) -> Measurement:
     """Code ``images`` (B, 3, H, W) in [0, 1] into packets, decode them, classify (on the
     model's device)."""
-    y = model.analyze(images.to(module_device(model)))
+    y = model.analyze(images)
     est_bits = model.codec.likelihoods(y, "round").bits()
     packets = model.packets(model.encode(y))
     encoded = model.packets_to_batch(packets)

@@ -8,16 +8,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from entroguard.analysis.study import rate_and_tv_maps
+from entroguard.defenses.rate_mask import bit_map
 from entroguard.models.split import SplitClassifier
 
 #: The conditions, in the figure's column order.
 CONDITIONS: tuple[str, ...] = ("clean", "attacked", "defended")
-
-
-@torch.no_grad()
-def _payloads(model: SplitClassifier, images: Tensor) -> list[int]:
-    return model.compress(images).payload_bytes()
 
 
 def defended_rate_maps(
@@ -38,8 +33,9 @@ def defended_rate_maps(
     defended = build_defense("object_tv", **OBJECT_TV_DEPLOYED)(model, attacked)
     out = {}
     for name, x in zip(CONDITIONS, (images, attacked, defended), strict=True):
-        rate, _ = rate_and_tv_maps(model, x)
-        out[name] = {"images": x, "rate": rate, "payload_bytes": _payloads(model, x)}
+        with torch.no_grad():
+            rate = bit_map(model, x)[:, 0]  # (B, H, W) bits per image pixel
+        out[name] = {"images": x, "rate": rate, "payload_bytes": model.compress(x).payload_bytes()}
     return {"eps": eps, "defense": {"object_tv": OBJECT_TV_DEPLOYED}, "conditions": out}
 
 

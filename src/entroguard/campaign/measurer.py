@@ -98,8 +98,7 @@ class Measurer:
         batch_size: images per batch.
         seed: the campaign's seed.
         defense_params: hyper-parameters of the campaign's defences, by name.
-        device: where models, threats and defences run (``cpu``, ``cuda:0``); the coder's
-            integer work stays on the CPU.
+        device: where models, threats and defences run (``cpu``, ``cuda:0``).
     """
 
     data: ImageSet

@@ -31,6 +31,7 @@ from torch import Tensor
 from entroguard.codec.factorized import FactorizedPrior, bottleneck_center
 from entroguard.codec.hyperprior import MeanScaleHyperprior
 from entroguard.codec.rans import PRECISION, CdfTables, encode_groups
+from entroguard.device import module_device
 from entroguard.errors import InputError
 
 MAX_SHARE = 255
@@ -171,7 +172,7 @@ class ByteCap:
         """The smallest payload ``codec`` codes at ``latent_hw``: every symbol reset."""
         key = (id(codec), tuple(latent_hw))
         if key not in self._floors:
-            probe = torch.zeros(1, codec.channels, *latent_hw, device=_device(codec))
+            probe = torch.zeros(1, codec.channels, *latent_hw, device=module_device(codec))
             image = _images(codec, probe)[0]
             self._floors[key] = len(image.encode(image.size))
         return self._floors[key]
@@ -244,9 +245,3 @@ def _bracket(fits, guess: int, limit: int) -> tuple[int, int]:
     while low + step < limit and not fits(low + step):
         low, step = low + step, 2 * step
     return low, min(low + step, limit)
-
-
-def _device(codec) -> torch.device:
-    for tensor in (*codec.parameters(), *codec.buffers()):
-        return tensor.device
-    return torch.device("cpu")

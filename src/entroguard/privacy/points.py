@@ -35,8 +35,7 @@ def head_latents(model: SplitClassifier, images: Tensor, batch: int = 500) -> Te
     """The head's continuous latents ``g_a(x)``, (N, C, h, w) float32, for ``images``
     (N, 3, H, W) in [0, 1]."""
     model.eval()
-    device = module_device(model)
-    return torch.cat([model.analyze(x.to(device)).float().cpu() for x in images.split(batch)])
+    return torch.cat([model.analyze(x).float().cpu() for x in images.split(batch)])
 
 
 @torch.no_grad()
