@@ -10,6 +10,10 @@ interleaved with the checked runs, to give the check's cost: ``chk_ratio`` (chec
 unchecked images/s, batched and one by one) and ``chk_us_img`` / ``chk_ns_sym`` (added time
 per image and per coded symbol, batched).
 
+``pad_ratio``: images/s of encoding and decoding (batched) with the coder tables cut to their
+lengths, as the codec passes them, against CompressAI's padded tables (interleaved, same run;
+the same packets either way).
+
 For the hyperprior models the same packets are also decoded with packet format 1's float
 ``h_s`` in place of the integer hyper-synthesis (interleaved, same run): ``int_ratio`` and
 ``int_ratio_1by1`` are integer / float images/s of ``from_packets`` (the cost of decoding that
@@ -31,7 +35,7 @@ import torch
 
 from entroguard.codec.hyperprior import MeanScaleHyperprior
 from entroguard.codec.kernels import float_coding_params
-from entroguard.codec.rans import RansWalker
+from entroguard.codec.rans import CdfTables, RansWalker
 from entroguard.data import load_dataset
 from entroguard.report.table import format_table
 from entroguard.train.checkpoint import load_checkpoint
@@ -70,6 +74,21 @@ def float_hs_decoding() -> Iterator[None]:
     """
     with mock.patch.object(MeanScaleHyperprior, "coding_params", float_coding_params):
         yield
+
+
+@contextlib.contextmanager
+def padded_tables(model) -> Iterator[None]:
+    """The coder given CompressAI's tables as stored, padded to the longest (the baseline of
+    ``pad_ratio``)."""
+
+    def padded(cls, em):
+        return cls(em._quantized_cdf.tolist(), em._cdf_length.reshape(-1).int().tolist(),
+                   em._offset.reshape(-1).int().tolist())  # fmt: skip
+
+    with mock.patch.object(CdfTables, "of", classmethod(padded)):
+        model.codec.tables_changed()
+        yield
+    model.codec.tables_changed()
 
 
 def _with_and_without(
@@ -154,6 +173,10 @@ def bench_model(path: str, images: torch.Tensor, batch: int, repeats: int) -> di
         )
         est = torch.cat([model.estimate(c).bits() for c in chunks]) / 8
         integer = _integer_against_float(model, images, batch, repeats)
+        trimmed, padded = _with_and_without(
+            lambda: [model.from_packets(model.to_packets(c)) for c in chunks], n, repeats,
+            lambda: padded_tables(model),
+        )  # fmt: skip
     extra_s = 1 / dec_batched - 1 / dec_batched_raw
     payload = torch.tensor([model.packets_to_batch([p]).payload_bytes()[0] for p in packets])
     return {
@@ -170,6 +193,7 @@ def bench_model(path: str, images: torch.Tensor, batch: int, repeats: int) -> di
         "chk_ratio_1by1": f"{dec_single / dec_single_raw:.2f}",
         "chk_us_img": f"{extra_s * 1e6:.0f}",
         "chk_ns_sym": f"{extra_s * 1e9 / symbols_per_image(model):.0f}",
+        "pad_ratio": f"{trimmed / padded:.2f}",
         "payload/est": f"{float(payload.double().sum() / est.double().sum()):.3f}",
         "mean_excess_B": f"{float((payload - (1.01 * est + 8)).mean()):.2f}",
         "max_excess_B": f"{float((payload - (1.01 * est + 8)).max()):.2f}",

@@ -72,8 +72,10 @@ def train(
     ] = "fp",
     beta: Annotated[float, typer.Option(help="Rate weight (loss = CE + beta * bpp).")] = 0.01,
     epochs: Annotated[
-        float, typer.Option(help="Epochs (fractions allowed); the zoo's models train 5.")
-    ] = 5.0,
+        float | None,
+        typer.Option(help="Epochs (fractions allowed); default 5 (the zoo's), 1 for "
+                     "rate_adversarial."),
+    ] = None,
     dataset: Annotated[str, typer.Option(help="fashion-mnist, cifar10 or folder:PATH.")] = (
         "fashion-mnist"
     ),
@@ -88,13 +90,25 @@ def train(
         str | None, typer.Option(help="With --zoo: comma-separated name prefixes to train.")
     ] = None,
     recipe: Annotated[
-        Literal["entropic_student", "bottlefit", "uncut", "slimmable"],
+        Literal["entropic_student", "bottlefit", "uncut", "slimmable", "rate_adversarial"],
         typer.Option(
             help="entropic_student (default), bottlefit (two stages from an uncut "
-            "teacher), uncut (train the teacher itself) or slimmable (one head, compute and "
-            "rate settings switched at run time)."
+            "teacher), uncut (train the teacher itself), slimmable (one head, compute and "
+            "rate settings switched at run time) or rate_adversarial (fine-tune --from models "
+            "against the rate attack)."
         ),
     ] = "entropic_student",
+    source: Annotated[
+        str | None,
+        typer.Option("--from", help="rate_adversarial: zoo names, patterns (*-beta0.01) or "
+                     "checkpoint paths to fine-tune, comma-separated."),
+    ] = None,
+    gamma: Annotated[
+        float, typer.Option(help="rate_adversarial: weight of the attacked images' bpp.")
+    ] = 0.2,
+    attack_eps: Annotated[
+        float, typer.Option(help="rate_adversarial: the training attack's budget, in grey levels.")
+    ] = 8.0,
     channels: Annotated[
         int | None, typer.Option(help="Bottleneck (latent) channels; bottlefit default 4.")
     ] = None,
@@ -115,7 +129,9 @@ def train(
     adds the rate in stage 2 for fp/mshp) from the uncut teacher of --arch (the shipped one, or
     --teacher); --recipe uncut trains that teacher (--epochs); --recipe slimmable trains one
     head with 4 encoder members and 4 rate settings (--prior fp or mshp, --epochs), warm-started
-    from --teacher (default: the zoo's model of --arch and --prior at beta 0.01).
+    from --teacher (default: the zoo's model of --arch and --prior at beta 0.01); --recipe
+    rate_adversarial fine-tunes each --from model against rate_pgd made on the fly (--gamma,
+    --attack-eps, --epochs), skipping those already in --out.
     """
     try:
         from entroguard.data import load_dataset
@@ -123,8 +139,13 @@ def train(
         from entroguard.train import zoo as zoo_mod
 
         device = str(resolve_device(device))
+        epochs = epochs if epochs is not None else (1.0 if recipe == "rate_adversarial" else 5.0)
         train_set = load_dataset(dataset, "train", download=download)
         test_set = load_dataset(dataset, "test", download=download)
+        if recipe == "rate_adversarial":
+            _train_rate_adversarial(source, gamma, attack_eps, epochs, seed, train_set, test_set,
+                                    out, device)  # fmt: skip
+            return
         if recipe != "entropic_student":
             if arch is None:
                 raise typer.BadParameter(f"--recipe {recipe} needs --arch")
@@ -174,6 +195,20 @@ def _train_recipe(recipe: str, arch: str, o: dict, train_set, test_set, out: Pat
     path, metrics = run_bottlefit(arch, o["prior"], o["channels"], config, train_set, test_set,
                                   out, teacher_path=o["teacher"], device=o["device"])  # fmt: skip
     typer.echo(f"saved {path}: {json.dumps(metrics)}")
+
+
+def _train_rate_adversarial(sources: str | None, gamma: float, eps: float, epochs: float,
+                            seed: int, train_set, test_set, out: Path, device: str) -> None:  # fmt: skip
+    from entroguard.train.recipes.rate_adversarial import RateAdversarialConfig
+    from entroguard.train.recipes.runs import rate_adversarial_sources, run_rate_adversarial
+
+    if not sources:
+        raise typer.BadParameter("--recipe rate_adversarial needs --from (e.g. '*-beta0.01')")
+    config = RateAdversarialConfig(gamma=gamma, eps=eps / 255, epochs=epochs, seed=seed)
+    for name in rate_adversarial_sources(sources.split(","), out):
+        path, metrics = run_rate_adversarial(name, config, train_set, test_set, out,
+                                             device=device)  # fmt: skip
+        typer.echo(f"saved {path}: {json.dumps(metrics)}")
 
 
 def _train_slimmable(arch: str, o: dict, train_set, test_set, out: Path) -> None:

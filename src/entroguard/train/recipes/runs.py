@@ -1,11 +1,12 @@
 """One training run per recipe, from datasets to a measured checkpoint on disk.
 
-``entroguard train --recipe bottlefit`` and ``--recipe uncut`` call these; the entropic-student
-recipe keeps its own path (``train.loop`` and ``train.zoo``).
+``entroguard train --recipe bottlefit``, ``uncut``, ``slimmable`` and ``rate_adversarial`` call
+these; the entropic-student recipe keeps its own path (``train.loop`` and ``train.zoo``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -21,6 +22,10 @@ from entroguard.train.recipes.bottlefit import (
     BottleFitConfig,
     student_from_teacher,
     train_bottlefit,
+)
+from entroguard.train.recipes.rate_adversarial import (
+    RateAdversarialConfig,
+    train_rate_adversarial,
 )
 from entroguard.train.recipes.slimmable import (
     SlimmableConfig,
@@ -162,3 +167,61 @@ def run_slimmable(
         measured_on={"dataset": test_set.name, "split": test_set.split, "n": largest["n"]},
     )  # fmt: skip
     return path, rows
+
+
+def rate_adversarial_name(source: str) -> str:
+    """``resnet_s-fp-beta0.01-radv``: the zoo name of a source model fine-tuned against the
+    rate attack."""
+    return f"{source}-radv"
+
+
+def run_rate_adversarial(
+    source: str | Path,
+    config: RateAdversarialConfig,
+    train_set: ImageSet,
+    test_set: ImageSet,
+    out: Path,
+    *,
+    progress: bool = True,
+    device: str = "cpu",
+) -> tuple[Path, dict]:
+    """Fine-tune ``source`` (a zoo name or checkpoint path) against the rate attack on
+    ``device`` (its beta unless ``config.beta`` is given), measure it on ``test_set`` through
+    real coding, save it next to its source's name; returns (path, metrics)."""
+    ref = resolve_models([str(source)])[0]
+    if ref.prior not in ("fp", "mshp"):
+        raise ValueError(f"{ref.name} has a fixed-rate bottleneck ({ref.prior}): no rate to attack")
+    model = ref.load().to(device)
+    if config.beta is None:
+        config = dataclasses.replace(config, beta=ref.beta)
+    torch.manual_seed(config.seed)
+    history = train_rate_adversarial(model, train_set, config, progress=progress,
+                                     desc=rate_adversarial_name(ref.name))  # fmt: skip
+    measured = measure(model, test_set.batches(500), total=len(test_set), progress=progress)
+    path = save_checkpoint(
+        model, out / rate_adversarial_name(ref.name), recipe="rate_adversarial", beta=config.beta,
+        dataset=test_set.name, metrics=measured.summary(), clean_payload=measured.payload_stats(),
+        train=config.to_dict() | {"source": ref.name, "history": history.to_dict()},
+        measured_on={"dataset": test_set.name, "split": test_set.split, "n": measured.n},
+    )  # fmt: skip
+    return path, measured.summary()
+
+
+def rate_adversarial_sources(patterns: list[str], out: Path) -> list[str]:
+    """The entropic-student zoo names matching ``patterns`` (shell patterns such as
+    ``*-beta0.01``; checkpoint paths pass through), less those whose fine-tuned model is
+    already in ``out`` (so an interrupted run resumes)."""
+    from fnmatch import fnmatch
+
+    from entroguard.train.zoo import list_zoo
+
+    zoo = [r["name"] for r in list_zoo() if r["recipe"] == "entropic_student"]
+    names: list[str] = []
+    for pattern in (p.strip() for p in patterns if p.strip()):
+        matched = [n for n in zoo if fnmatch(n, pattern)]
+        if not matched and not Path(pattern).with_suffix(".json").exists():
+            raise ValueError(f"--from {pattern!r} matches no zoo model and no checkpoint "
+                             f"(zoo names look like {zoo[0]})")  # fmt: skip
+        names += matched or [pattern]
+    done = {p.stem for p in Path(out).glob("*-radv.json")}
+    return [n for n in dict.fromkeys(names) if rate_adversarial_name(Path(n).stem) not in done]
