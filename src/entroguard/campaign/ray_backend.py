@@ -36,6 +36,9 @@ class _MeasurerActor:
     def __init__(self, measurer_args: tuple, threads: int) -> None:
         import torch
 
+        from entroguard.allocator import keep_freed_memory
+
+        keep_freed_memory()
         torch.set_num_threads(threads)
         self.measurer = Measurer(*measurer_args)
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from entroguard.allocator import keep_freed_memory
 from entroguard.campaign.config import CampaignConfig, ConfigError
 from entroguard.campaign.export import write_csv, write_leak_csv
 from entroguard.campaign.leak_runner import plan_leak, run_leak_units
@@ -172,6 +173,7 @@ _WORKER: Measurer | None = None
 def _init_worker(data: ImageSet, batch_size: int, seed: int, params: dict, device: str,
                  threads: int) -> None:  # fmt: skip
     global _WORKER
+    keep_freed_memory()
     torch.set_num_threads(threads)
     _WORKER = Measurer(data, batch_size, seed, params, device)
 

@@ -17,6 +17,7 @@ import torch
 import torch.multiprocessing  # noqa: F401  (tensors cross processes through shared memory)
 from torch import Tensor
 
+from entroguard.allocator import keep_freed_memory
 from entroguard.privacy.probes import ProbeResult, train_probe
 from entroguard.threads import torch_threads
 
@@ -32,6 +33,7 @@ def default_probe_workers() -> int:
 
 
 def _init_worker() -> None:
+    keep_freed_memory()
     torch.set_num_threads(1)
 
 
