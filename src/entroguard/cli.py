@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 import typer
 from typer.core import TyperArgument
 
+from entroguard.allocator import keep_freed_memory
 from entroguard.device import DEVICE_HELP
 from entroguard.errors import EntroguardError
 from entroguard.serve.cli import edge_command, serve_command
@@ -73,8 +74,9 @@ def train(
     beta: Annotated[float, typer.Option(help="Rate weight (loss = CE + beta * bpp).")] = 0.01,
     epochs: Annotated[
         float | None,
-        typer.Option(help="Epochs (fractions allowed); default 5 (the zoo's), 1 for "
-                     "rate_adversarial."),
+        typer.Option(
+            help="Epochs (fractions allowed); default 5 (the zoo's), 1 for rate_adversarial."
+        ),
     ] = None,
     dataset: Annotated[str, typer.Option(help="fashion-mnist, cifar10 or folder:PATH.")] = (
         "fashion-mnist"
@@ -100,8 +102,11 @@ def train(
     ] = "entropic_student",
     source: Annotated[
         str | None,
-        typer.Option("--from", help="rate_adversarial: zoo names, patterns (*-beta0.01) or "
-                     "checkpoint paths to fine-tune, comma-separated."),
+        typer.Option(
+            "--from",
+            help="rate_adversarial: zoo names, patterns (*-beta0.01) or "
+            "checkpoint paths to fine-tune, comma-separated.",
+        ),
     ] = None,
     gamma: Annotated[
         float, typer.Option(help="rate_adversarial: weight of the attacked images' bpp.")
@@ -197,8 +202,17 @@ def _train_recipe(recipe: str, arch: str, o: dict, train_set, test_set, out: Pat
     typer.echo(f"saved {path}: {json.dumps(metrics)}")
 
 
-def _train_rate_adversarial(sources: str | None, gamma: float, eps: float, epochs: float,
-                            seed: int, train_set, test_set, out: Path, device: str) -> None:  # fmt: skip
+def _train_rate_adversarial(
+    sources: str | None,
+    gamma: float,
+    eps: float,
+    epochs: float,
+    seed: int,
+    train_set,
+    test_set,
+    out: Path,
+    device: str,
+) -> None:
     from entroguard.train.recipes.rate_adversarial import RateAdversarialConfig
     from entroguard.train.recipes.runs import rate_adversarial_sources, run_rate_adversarial
 
@@ -616,6 +630,7 @@ app.command("edge")(edge_command)
 
 
 def main() -> None:
+    keep_freed_memory()
     app()
 
 

@@ -223,5 +223,6 @@ def rate_adversarial_sources(patterns: list[str], out: Path) -> list[str]:
             raise ValueError(f"--from {pattern!r} matches no zoo model and no checkpoint "
                              f"(zoo names look like {zoo[0]})")  # fmt: skip
         names += matched or [pattern]
-    done = {p.stem for p in Path(out).glob("*-radv.json")}
-    return [n for n in dict.fromkeys(names) if rate_adversarial_name(Path(n).stem) not in done]
+    done = {p.name.removesuffix(".json") for p in Path(out).glob("*-radv.json")}
+    stem = {n: n if n in zoo else Path(n).name.removesuffix(".safetensors") for n in names}
+    return [n for n in dict.fromkeys(names) if rate_adversarial_name(stem[n]) not in done]
