@@ -361,3 +361,26 @@ def test_classifier_pgd_lowers_accuracy(trained, test_images):
     assert (adv - x).abs().max() <= 16 / 255 + 1e-6
     assert clean >= 0.3, f"the test model is not trained (accuracy {clean:.0%})"
     assert attacked <= clean / 2, (clean, attacked)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("prior", "seeds"), [("fp", (0,)), ("mshp", (0, 1))])
+def test_bf16_and_tf32_keep_the_rate_attack_strength_within_one_point(trained, prior, seeds):
+    """The paper's attack (20 steps, 16 noisy copies) in bfloat16 autocast reaches the same
+    real-payload inflation as in float32 within 1 point (64 test images; on mshp averaged over
+    two seeds, whose own spread is near a point); TF32 changes nothing on the CPU and leaves
+    the global flags as they were."""
+    model = trained(prior)
+    x = load_dataset("fashion-mnist", "test").to_float(slice(0, 64))
+    clean = _payload(model, x)
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    inflation = {}
+    for p in ("float32", "bf16"):
+        adv = [RatePGD(EPS, precision=p)(model, x, generator=_seed(s)) for s in seeds]
+        inflation[p] = sum(100 * (_payload(model, a) / clean - 1) for a in adv) / len(seeds)
+    assert abs(inflation["bf16"] - inflation["float32"]) <= 1.0, inflation
+    tf32 = RatePGD(EPS, precision="tf32", steps=2)(model, x[:4], generator=_seed())
+    assert torch.equal(tf32, RatePGD(EPS, steps=2)(model, x[:4], generator=_seed()))
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == flags
+    with pytest.raises(ValueError, match="precision must be one of"):
+        RatePGD(EPS, precision="fp16")

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from entroguard.errors import InputError
 from entroguard.models.split import check_unit_float
+from entroguard.threats.attacks.precision import Precision, attack_precision, check_precision
 from entroguard.threats.attacks.projection import (
     Norm,
     ascent_step,
@@ -191,12 +192,15 @@ class PGDAttack(Attack):
             instead of the clean images.
         alpha: the step length in [0, 1] pixel units instead, as torchattacks' ``alpha``
             (``alpha=2/255``); it sets ``step_ratio = alpha / eps``.
+        precision: the arithmetic of the loss's forward pass: ``"float32"`` (default),
+            ``"bf16"`` (autocast) or ``"tf32"`` (CUDA matrix products); see
+            :mod:`entroguard.threats.attacks.precision`.
 
     The old name ``step_size`` (a fraction of eps that read like torchattacks' absolute step)
     is refused with a pointer to both.
     """
 
-    hparams: tuple[str, ...] = ("eps", "steps", "step_ratio", "norm", "random_start")
+    hparams: tuple[str, ...] = ("eps", "steps", "step_ratio", "norm", "random_start", "precision")
 
     def __init__(
         self,
@@ -206,6 +210,7 @@ class PGDAttack(Attack):
         norm: Norm = "linf",
         random_start: bool = False,
         alpha: float | None = None,
+        precision: Precision = "float32",
         **unknown: object,
     ) -> None:
         refuse_unknown(type(self), unknown)
@@ -222,6 +227,7 @@ class PGDAttack(Attack):
         self.step_ratio = float(step_ratio)
         self.norm = check_norm(norm)
         self.random_start = bool(random_start)
+        self.precision = check_precision(precision)
 
     @property
     def alpha(self) -> float:
@@ -257,7 +263,9 @@ class PGDAttack(Attack):
             x_adv = images.clone()
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.loss(model, x_adv, labels, generator), x_adv)
+            with attack_precision(self.precision, x_adv.device):
+                loss = self.loss(model, x_adv, labels, generator)
+            (grad,) = torch.autograd.grad(loss, x_adv)
             step = ascent_step(self.transform_gradient(grad), self.alpha, self.norm)
             x_adv = project(x_adv.detach() + step, images, self.eps, self.norm)
         return x_adv

@@ -24,6 +24,8 @@ class ClassifierPGD(PGDAttack):
         step_ratio: step length as a fraction of ``eps`` (``alpha = step_ratio * eps``).
         norm: ``"linf"`` or ``"l2"``.
         random_start: start from a uniform random point of the budget.
+        precision: ``"float32"``, ``"bf16"`` or ``"tf32"`` for the loss's forward pass (see
+            :mod:`entroguard.threats.attacks.precision`).
 
     Shape:
         images (B, 3, H, W) float in [0, 1], labels (B,) int64 -> adversarial images

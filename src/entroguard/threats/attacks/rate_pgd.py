@@ -69,6 +69,8 @@ class RatePGD(PGDAttack):
             gradient).
         noise_copies: noisy copies per step with ``"noise"`` (ignored with ``"ste"``).
         random_start: start from a uniform random point of the budget.
+        precision: ``"float32"``, ``"bf16"`` or ``"tf32"`` for the loss's forward pass (see
+            :mod:`entroguard.threats.attacks.precision`).
 
     Shape:
         images (B, 3, H, W) float in [0, 1] -> adversarial images (B, 3, H, W) in [0, 1].
@@ -89,6 +91,7 @@ class RatePGD(PGDAttack):
         "quantization",
         "noise_copies",
         "random_start",
+        "precision",
     )
 
     def __init__(
