@@ -187,3 +187,39 @@ def test_attacks_through_object_tv_beat_it_better_than_plain_rate_pgd(trained, i
     plain = RatePGD(EPS, **common)(trained, x, generator=_seed())
     through = RatePGDThrough(EPS, **common, defense="object_tv")(trained, x, generator=_seed())
     assert _payload(trained, defense(trained, through)) > _payload(trained, defense(trained, plain))
+
+
+# ------------------------------------------------------------------ a randomised defence
+def test_randomised_object_tv_draws_from_the_generator_and_keeps_both_paths_equal(trained, images):
+    x = images[0][:4]
+    defense = ObjectAwareTV(steps=20, jitter=0.5, dither=4 / 255)
+    assert defense.randomized and not ObjectAwareTV().randomized
+    a, b = (defense(trained, x, torch.Generator().manual_seed(s)) for s in (1, 1))
+    c = defense(trained, x, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(defense(trained, x), defense(trained, x))  # no generator: seeded 0
+    with frozen_eval(trained):
+        slow = defense.differentiable(trained, x, torch.Generator().manual_seed(1))
+    assert torch.allclose(slow, a, atol=1e-5)
+    with pytest.raises(ValueError, match="jitter"):
+        ObjectAwareTV(jitter=1.0)
+    with pytest.raises(ValueError, match="unstable"):
+        ObjectAwareTV(tv_weight=0.1, step_size=0.15, tv_eps=0.07, jitter=0.5)
+
+
+def test_eot_averages_over_the_randomised_defence(trained, images):
+    """With a randomised object_tv the through attack's loss is the mean over eot_samples
+    draws, taken from the attack's generator in order."""
+    x = images[0][:2]
+    params = {"steps": 10, "jitter": 0.5, "dither": 4 / 255}
+    attack = RatePGDThrough(EPS, quantization="ste", defense="object_tv", defense_params=params,
+                            eot_samples=3)  # fmt: skip
+    assert attack.eot_samples == 3
+    with frozen_eval(trained):
+        loss = attack.loss(trained, x, None, _seed())
+        draws = _seed()
+        expected = torch.stack([rate_bits(trained, attack.defense(trained, x, draws), "ste",
+                                          draws).mean() for _ in range(3)]).mean()  # fmt: skip
+    assert torch.allclose(loss, expected, rtol=1e-4)
+    deterministic = RatePGDThrough(EPS, defense="object_tv", eot_samples=3)
+    assert deterministic.eot_samples == 1

@@ -17,8 +17,8 @@ differentiates through. Its forward value is the defence's output; its gradient 
   ("Countering adversarial images using input transformations") exactly this way.
 
 A defence that draws random numbers sets ``randomized = True`` and takes them from the
-``generator`` argument, so that an adaptive attack can average over them (EOT); the built-in
-defences are deterministic.
+``generator`` argument, so that an adaptive attack can average over them (EOT); of the built-in
+defences only ``object_tv`` with ``jitter`` or ``dither`` is randomised.
 """
 
 from __future__ import annotations

@@ -87,15 +87,22 @@ class TotalVariation(Defense):
             "eps": self.tv_eps,
         }
 
+    def solver_inputs(
+        self, model: nn.Module | None, images: Tensor, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor | float]:
+        """What the solver gets: the received images and the per-pixel TV weights."""
+        return images, self.weights(model, images)
+
     def forward(
         self, model: nn.Module | None, images: Tensor, generator: torch.Generator | None
     ) -> Tensor:
-        return tv_denoise_fast(images, self.weights(model, images), **self._solver_args())
+        return tv_denoise_fast(*self.solver_inputs(model, images, generator),
+                               **self._solver_args())  # fmt: skip
 
     def transform(
         self, model: nn.Module | None, images: Tensor, generator: torch.Generator | None
     ) -> Tensor:
-        return tv_denoise(images, self.weights(model, images), **self._solver_args())
+        return tv_denoise(*self.solver_inputs(model, images, generator), **self._solver_args())
 
 
 class ObjectAwareTV(TotalVariation):
@@ -137,8 +144,19 @@ class ObjectAwareTV(TotalVariation):
             value (its code had none); 0.25 (Chambolle weight ``tv_weight / fidelity`` = 0.4)
             was picked on the zoo's resnet_s models: 0 (plain TV descent) costs tens of
             accuracy points, 1 leaves about half of a rate attack's inflation.
-        tv_eps: TV smoothing in pixel units (stability: ``step_size * 8 * tv_weight / tv_eps
-            < 2``).
+        tv_eps: TV smoothing in pixel units (stability: ``step_size * 8 * tv_weight *
+            (1 + jitter) / tv_eps < 2``).
+        jitter: randomisation of the weights: each call scales every image's weights by a
+            factor drawn uniformly from [1 - jitter, 1 + jitter] (0: deterministic).
+        dither: randomisation of the input: each call adds uniform noise in [-dither, dither]
+            (pixel units, the same on every channel) to the received image before denoising,
+            clamped to [0, 1], so that an attacker cannot place a perturbation on the exact
+            pixel values the solver sees.
+
+    With ``jitter`` or ``dither`` the defence is randomised (``randomized``): its draws come from
+    the call's generator (a fresh one seeded 0 when none is given, so a campaign's measurement
+    is reproducible), and ``rate_pgd_through`` with ``eot_samples`` averages over them
+    (Expectation over Transformation, the adaptive attacker of a randomised defence).
 
     Shape:
         images (B, 3, H, W) in [0, 1] -> (B, 3, H, W) in [0, 1].
@@ -158,6 +176,8 @@ class ObjectAwareTV(TotalVariation):
         "min_weight",
         "fidelity_weight",
         "tv_eps",
+        "jitter",
+        "dither",
     )
 
     def __init__(
@@ -168,15 +188,41 @@ class ObjectAwareTV(TotalVariation):
         min_weight: float = 0.02,
         fidelity_weight: float = 0.25,
         tv_eps: float = 0.1,
+        jitter: float = 0.0,
+        dither: float = 0.0,
     ) -> None:
         if not min_weight >= 0:
             raise ValueError(f"min_weight must be >= 0, got {min_weight}")
+        if not 0 <= jitter < 1 or not 0 <= dither <= 1:
+            raise ValueError(f"jitter must be in [0, 1) and dither in [0, 1], got {jitter}, "
+                             f"{dither}")  # fmt: skip
         self.min_weight = float(min_weight)
+        self.jitter, self.dither = float(jitter), float(dither)
+        self.randomized = self.jitter > 0 or self.dither > 0
         super().__init__(steps, step_size, tv_weight, fidelity_weight, tv_eps)
 
     @property
     def max_weight(self) -> float:
-        return max(self.tv_weight, self.min_weight)
+        return max(self.tv_weight, self.min_weight) * (1.0 + self.jitter)
+
+    def solver_inputs(
+        self, model: nn.Module | None, images: Tensor, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
+        """The received images (dithered) and the rate-guided weights (jittered), both drawn
+        from ``generator`` when the defence is randomised: first the dither, then the factors."""
+        weights = self.weights(model, images)
+        if not self.randomized:
+            return images, weights
+        if generator is None:
+            generator = torch.Generator(device=images.device).manual_seed(0)
+        if self.dither > 0:
+            b, _, h, w = images.shape  # one draw per pixel, shared by the channels
+            noise = torch.rand((b, 1, h, w), generator=generator, device=images.device)
+            images = (images + self.dither * (2 * noise.to(images.dtype) - 1)).clamp(0.0, 1.0)
+        if self.jitter > 0:
+            u = torch.rand((images.shape[0], 1, 1, 1), generator=generator, device=images.device)
+            weights = weights * (1.0 + self.jitter * (2 * u.to(weights.dtype) - 1))
+        return images, weights
 
     def weights_from_mask(self, mask: Tensor) -> Tensor:
         """``tv_weight * (1 - mask) + min_weight * mask`` for a mask in [0, 1]."""

@@ -20,7 +20,8 @@ class RatePGDThrough(RatePGD):
     ``tv``, ``lowpass``, ``gaussian_blur``: their unrolled or linear computation) and BPDA
     (identity backward) for ``jpeg``. For a randomised defence the loss is averaged over
     ``eot_samples`` draws (Expectation over Transformation), taken from the attack's
-    generator; the built-in defences are deterministic, so one sample is enough.
+    generator (``object_tv`` with ``jitter`` or ``dither`` is randomised); a deterministic
+    defence gets one sample whatever ``eot_samples`` says.
 
     Args:
         eps, and by keyword steps, step_ratio, norm, quantization, noise_copies, random_start,
