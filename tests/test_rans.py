@@ -240,3 +240,71 @@ def test_fuzzed_checksum_valid_packets_never_crash_from_packets(prior):
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     refused, decoded = map(int, done.stdout.split())
     assert refused + decoded == 400 and refused > 300, (refused, decoded)
+
+
+def _walk_outcome(data: bytes, indexes: list[int], tables: CdfTables, compiled: bool):
+    """Where the walk ends (next word, state, finished) or the message it refuses with."""
+    try:
+        walker = RansWalker(data, compiled=compiled)
+        walker.walk(indexes if not compiled else torch.tensor(indexes), tables)
+    except (BitstreamError, ValueError) as error:
+        return str(error)
+    return walker._p, walker._x, walker.finished()
+
+
+@pytest.mark.parametrize("prior", ["fp", "mshp"])
+def test_the_compiled_walk_agrees_with_the_python_walk(prior):
+    """On valid, cut, padded, bypass-laden and random strings the compiled check ends in the
+    same place, or refuses with the same message, as the Python walk."""
+    from entroguard.codec import rans_kernel
+
+    assert rans_kernel.available()  # a C compiler is part of the set-up on every CI machine
+    model = seeded_model("resnet_s", prior, seed=3)
+    x = torch.cat([seeded_images(4, seed=4), _noise_images(4, seed=5)])
+    strings = [s[-1] for s in model.compress(x).strings]  # the y string (z first for mshp)
+    if prior == "fp":
+        tables = _fp_tables(model)
+        indexes = model.codec._indexes(model.latent_hw, torch.device("cpu")).reshape(-1).tolist()
+    else:  # every Gaussian table, indexes drawn over all of them
+        tables = CdfTables.of(model.codec.gaussian_conditional)
+        g = torch.Generator().manual_seed(1)
+        indexes = torch.randint(0, len(tables.cdfs), (1024,), generator=g).tolist()
+    g = torch.Generator().manual_seed(2)
+    candidates = [*strings, *(s[:-4] for s in strings), *(s + b"\0" * 4 for s in strings),
+                  b"\xff" * 64, b"\xff" * 4096,
+                  *(bytes(torch.randint(0, 256, (4 * n,), generator=g).tolist())
+                    for n in (2, 3, 17, 200, 2000))]  # fmt: skip
+    outcomes = [(_walk_outcome(d, indexes, tables, True), _walk_outcome(d, indexes, tables, False))
+                for d in candidates]  # fmt: skip
+    assert all(a == b for a, b in outcomes), [o for o in outcomes if o[0] != o[1]]
+    assert len({str(a) for a, _ in outcomes}) > 3  # finished, past the end, bypass, unfinished
+    with pytest.raises(ValueError, match="outside"):
+        RansWalker(strings[0], compiled=True).walk(torch.tensor([len(tables.cdfs)]), tables)
+
+
+def test_without_a_compiler_the_python_walk_decodes(monkeypatch):
+    from entroguard import cbuild
+    from entroguard.codec import rans_kernel
+
+    monkeypatch.setattr(cbuild, "compilers", lambda: [])
+    rans_kernel._library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="could not build the rANS check kernel"):
+            assert not rans_kernel.available()
+        model = seeded_model("resnet_s", "mshp", seed=3)
+        x = seeded_images(3, seed=4)
+        assert not RansWalker(b"\0" * 8).compiled
+        assert torch.equal(model.decompress(model.compress(x)),
+                           model.codec.quantize(model.analyze(x)))  # fmt: skip
+    finally:
+        rans_kernel._library.cache_clear()
+
+
+def test_flat_tables_are_the_same_for_padded_and_cut_tables():
+    """CompressAI stores its tables padded to the longest; the codec cuts them. The compiled
+    check reads each table only up to its length either way."""
+    gc = seeded_model("resnet_s", "mshp", seed=3).codec.gaussian_conditional
+    cut = CdfTables.of(gc)
+    padded = CdfTables(gc._quantized_cdf.tolist(), cut.lengths, cut.offsets)
+    assert max(map(len, padded.cdfs)) > max(map(len, cut.cdfs))
+    assert all((a == b).all() for a, b in zip(cut.flat, padded.flat, strict=True))

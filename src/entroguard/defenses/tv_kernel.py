@@ -28,27 +28,16 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
-import shlex
-import shutil
-import subprocess
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from entroguard import cbuild
+
 #: Set to ``0`` to never build nor use the kernel (the PyTorch solver runs instead).
 DISABLE_ENV = "ENTROGUARD_TV_KERNEL"
-
-#: Compiler flags, tried in order until one set builds.
-_FLAGS: tuple[tuple[str, ...], ...] = (
-    ("-O3", "-march=native"),
-    ("-O3", "-mcpu=native"),
-    ("-O3",),
-)
 
 _SOURCE = r"""
 #include <stdint.h>
@@ -150,46 +139,17 @@ void tv_solve_f32(const float *restrict f, const float *restrict wk, float *rest
 
 
 def _compilers() -> list[list[str]]:
-    """Compiler command lines to try: ``$CC`` first, then ``cc``, ``gcc``, ``clang``."""
-    found = []
-    if os.environ.get("CC"):
-        found.append(shlex.split(os.environ["CC"]))
-    for name in ("cc", "gcc", "clang"):
-        path = shutil.which(name)
-        if path and [path] not in found:
-            found.append([path])
-    return found
-
-
-def _build(folder: Path) -> ctypes.CDLL:
-    """Compile :data:`_SOURCE` in ``folder`` and load it; ``RuntimeError`` when no compiler
-    and flag set works."""
-    source = folder / "tv_kernel.c"
-    source.write_text(_SOURCE)
-    errors = []
-    for compiler in _compilers():
-        for flags in _FLAGS:
-            library = folder / f"tv_kernel_{len(errors)}.so"
-            command = [*compiler, *flags, "-fPIC", "-shared", str(source), "-o", str(library)]
-            try:
-                done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-            except (OSError, subprocess.SubprocessError) as error:
-                errors.append(f"{' '.join(command)}: {error}")
-                continue
-            if done.returncode == 0:
-                return ctypes.CDLL(str(library))
-            errors.append(f"{' '.join(command)}: {done.stderr.strip()[-300:]}")
-    raise RuntimeError("; ".join(errors) or "no C compiler found ($CC, cc, gcc, clang)")
+    """Compiler command lines to try (:func:`entroguard.cbuild.compilers`)."""
+    return cbuild.compilers()
 
 
 @functools.cache
 def _library() -> ctypes.CDLL | None:
     """The loaded kernel, built on the first call; ``None`` when disabled or unbuildable."""
-    if os.environ.get(DISABLE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    if cbuild.switched_off(DISABLE_ENV):
         return None
     try:
-        with tempfile.TemporaryDirectory(prefix="entroguard-tv-") as folder:
-            lib = _build(Path(folder))  # the loaded library outlives its file (POSIX)
+        lib = cbuild.build(_SOURCE, "tv_kernel", cbuild.NATIVE_FLAGS, _compilers())
     except (RuntimeError, OSError) as error:
         warnings.warn(
             f"entroguard: could not build the TV kernel ({error}); the TV defences fall back "
