@@ -306,5 +306,5 @@ def test_flat_tables_are_the_same_for_padded_and_cut_tables():
     gc = seeded_model("resnet_s", "mshp", seed=3).codec.gaussian_conditional
     cut = CdfTables.of(gc)
     padded = CdfTables(gc._quantized_cdf.tolist(), cut.lengths, cut.offsets)
-    assert max(map(len, padded.cdfs)) > max(map(len, cut.cdfs))
+    assert sum(map(len, padded.cdfs)) > sum(map(len, cut.cdfs))
     assert all((a == b).all() for a, b in zip(cut.flat, padded.flat, strict=True))
