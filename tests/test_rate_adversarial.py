@@ -82,15 +82,16 @@ SHIPPED = [r["name"] for r in list_zoo() if r["recipe"] == "rate_adversarial"]
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_inflates_less_than_its_source_on_the_same_images(name):
     """rate_pgd at the paper's settings (eps 8/255, 20 steps, 16 noisy copies), re-run against
-    each model's own weights on the same 32 test images: the fine-tuned model's payload grows
-    by less than its source's."""
+    each model's own weights on the same 32 test images: the attack adds fewer bytes to the
+    fine-tuned model's packets than to its source's (the inflation the link pays, in real
+    payload bytes; the relative inflation is in docs/defences.md, model by model)."""
     images = load_dataset("fashion-mnist", "test").to_float(slice(0, 32))
     inflation = {}
     for model_name in (name.removesuffix("-radv"), name):
         model = resolve_models([model_name])[0].load()
         adv = RatePGD(8 / 255)(model, images, generator=torch.Generator().manual_seed(0))
         clean = sum(model.compress(images).payload_bytes())
-        inflation[model_name] = sum(model.compress(adv).payload_bytes()) / clean - 1
+        inflation[model_name] = sum(model.compress(adv).payload_bytes()) - clean
     source, tuned = inflation.values()
     assert tuned < source, inflation
 

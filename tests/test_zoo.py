@@ -35,7 +35,7 @@ def test_zoo_json_has_the_design_fields():
     assert sum(r["recipe"] == "entropic_student" for r in rows) == 24
     for r in rows:
         assert REQUIRED | {"recipe"} <= set(r)
-        assert r["recipe"] in ("entropic_student", "bottlefit", "slimmable")
+        assert r["recipe"] in ("entropic_student", "bottlefit", "slimmable", "rate_adversarial")
         assert r["prior"] in ("fp", "mshp", "q8") and r["dataset"] == "fashion-mnist"
         assert 0 <= r["top1"] <= 1 and r["n_test"] == 10_000
         if r["prior"] == "q8":

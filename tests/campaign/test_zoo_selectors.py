@@ -22,7 +22,9 @@ def test_a_list_of_names_is_still_a_valid_config():
 
 
 def test_an_unknown_keyword_names_the_valid_ones():
-    with pytest.raises(ConfigError, match="zoo, zoo:bottlefit, zoo:slimmable, zoo:all"):
+    with pytest.raises(
+        ConfigError, match="zoo, zoo:bottlefit, zoo:slimmable, zoo:rate_adversarial, zoo:all"
+    ):
         parse_config({"models": "zoo:everything", "threats": THREATS})
 
 

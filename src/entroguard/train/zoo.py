@@ -40,10 +40,12 @@ ZOO_SELECTORS: dict[str, str | None] = {
     "zoo": "entropic_student",
     "zoo:bottlefit": "bottlefit",
     "zoo:slimmable": "slimmable",
+    "zoo:rate_adversarial": "rate_adversarial",
     "zoo:all": None,
 }
 """Campaign ``models`` keywords: the default zoo (entropic students), BottleFit's, the
-slimmable heads (every setting), or all (slimmable heads at their largest setting)."""
+slimmable heads (every setting), the rate-adversarially fine-tuned models, or all (slimmable
+heads at their largest setting)."""
 
 
 @dataclass(frozen=True)
