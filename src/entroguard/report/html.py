@@ -6,10 +6,11 @@ Usage::
     path = write_report("demo-out")   # reads demo-out/results.sqlite, writes demo-out/report.html
 
 Sections: what was run and how to read the three sizes; the clean baseline; corruptions (the
-paper's Fig. 3); attacks (Fig. 4); a summary of the worst cases; per-image distributions; and,
-when a campaign measured defences, rate and accuracy with and without each of them. A section
-whose threats were not measured is replaced by a one-line note. The last section, "Where the
-bits go", shows ``entroguard analyze``'s output when ``OUT/analysis/analysis.json`` exists.
+paper's Fig. 3); attacks (Fig. 4); a summary of the worst cases; per-image distributions; when
+a campaign measured defences, rate and accuracy with and without each of them; and, when it
+measured rate-adversarially trained models, every way of winning the bytes back side by side.
+A section whose threats were not measured is replaced by a one-line note. "Where the bits go"
+shows ``entroguard analyze``'s output when ``OUT/analysis/analysis.json`` exists.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from entroguard.report.page import (
     with_interval,
 )
 from entroguard.report.plan_section import load_plan, plan_section
+from entroguard.report.winning_section import winning_section
 
 REPORT_NAME = "report.html"
 
@@ -122,6 +124,7 @@ def build_html(
         ("summary", "Summary", _summary_section),
         ("distributions", "Per-image distributions", _distribution_section),
         ("defences", "Defences", _defense_section),
+        ("winning", "Winning the bytes back", winning_section),
     ]
     sections = [(anchor, name, build(results)) for anchor, name, build in builders]
     sections.append(("bits", "Where the bits go", analysis_section(analysis)))
@@ -186,9 +189,25 @@ def _findings(results: Results) -> str:
             f"At their strongest severity, {n_up} of {len(effects)} corruptions raise the mean "
             f"rate by more than 1 % and {n_down} lower it by more than 1 %."
         )
+    clean_cost = _clean_cost_finding(results)
+    if clean_cost:
+        items.append(clean_cost)
     if not items:
         return ""
     return "<ul class=findings>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+
+
+def _clean_cost_finding(results: Results) -> str:
+    """What each defence costs on clean images, when nobody attacks (mean over models)."""
+    clean = next((r for r in S.defense_rows(results) if r["threat"] == "clean"), None)
+    if clean is None:
+        return ""
+    costs = [f"<code>{escape(d)}</code> {signed(clean['rate'][d], 1, '%')} payload, "
+             f"{signed(clean['top1'].get(d), 1, 'pp')} top-1"
+             for d in clean["rate"] if d != "none" and clean["rate"][d] is not None]  # fmt: skip
+    if not costs:
+        return ""
+    return "What each defence costs when nobody attacks (clean images): " + "; ".join(costs) + "."
 
 
 def _attack(name: str) -> str:
