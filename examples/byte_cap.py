@@ -72,8 +72,7 @@ def main() -> None:
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in list_zoo():
-        if row["prior"] in ("fp", "mshp") and "-slim-" not in row["name"] \
-                and not row["name"].endswith("bottlefit"):  # fmt: skip
+        if row["recipe"] == "entropic_student":
             print(_row(row["name"], clean, attacked, args.quantile), flush=True)
 
 

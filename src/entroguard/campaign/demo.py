@@ -1,7 +1,8 @@
 """The demo campaign: the default zoo under all 19 corruptions x 5 severities and the attacks;
 every defence on clean and rate-attacked inputs; the adaptive attacks behind object_tv; light
-slices of BottleFit's fixed-rate bottleneck, of a slimmable head and of what the packets leak
-(their full grids are the campaigns in ``examples/``); where splitting pays off for one model."""
+slices of BottleFit's fixed-rate bottleneck, of a slimmable head, of the rate-adversarially
+trained models behind object_tv and of what the packets leak (their full grids are the
+campaigns in ``examples/``); where splitting pays off for one model."""
 
 from __future__ import annotations
 
@@ -20,14 +21,20 @@ ANALYSIS_MODEL = "resnet_s-mshp-beta0.01"
 #: The models the adaptive attacks run on (the most costly attacks: one model per arch/prior).
 ADAPTIVE_MODELS = ["*-fp-beta0.01", "*-mshp-beta0.01"]
 
-#: The default zoo's entropic students (the full grid runs on them).
-ENTROPIC = ["*-fp-beta*", "*-mshp-beta*"]
+#: The default zoo's entropic students (the full grid runs on them): the patterns end at the
+#: beta, so the rate-adversarial copies (``...-beta0.01-radv``) are not among them.
+ENTROPIC = ["*-fp-beta?.??", "*-mshp-beta?.??"]
 
 #: The slices (shipped ones only): a q8 BottleFit model, clean, under the 19 corruptions at
 #: severity 3 and under rate_pgd; a slimmable head at its smallest and largest settings, clean
 #: and under rate_pgd (kept light: the demo's time budget).
 BOTTLEFIT_SLICE = ["resnet_s-q8-c2-bottlefit"]
 SLICE_MODELS = [*BOTTLEFIT_SLICE, "resnet_s-slim-mshp@m1,r0", "resnet_s-slim-mshp@m4,r3"]
+
+#: The best way of winning the bytes back (docs/defences.md): rate-adversarially fine-tuned
+#: models behind object_tv, under rate_pgd and under rate_pgd_through, on resnet_s (their full
+#: grid is examples/winning_bytes.yaml).
+RADV_SLICE = ["resnet_s-fp-beta0.01-radv", "resnet_s-mshp-beta0.01-radv"]
 
 #: The leak slice: what the packets of the analysis model give away to a linear probe, from
 #: the latent that travels and from the logits, unprotected and under keyed noise, with the
@@ -78,6 +85,14 @@ DEMO = {
             "defenses": ["none"],
             "models": SLICE_MODELS,
         },
+        {
+            "attack": "rate_pgd",
+            "eps": [8],
+            "n_images": 32,
+            "defenses": ["none", "object_tv"],
+            "models": RADV_SLICE,
+        },
+        {"attack": "rate_pgd_through", "eps": [8], "n_images": 32, "models": RADV_SLICE},
         # adaptive attacks, each measured behind object_tv (the defence they adapt to)
         {"attack": "rate_lowfreq", "eps": [8], "n_images": 32, "models": ADAPTIVE_MODELS},
         {"attack": "rate_region", "eps": [8], "n_images": 32, "models": ADAPTIVE_MODELS},
@@ -96,7 +111,7 @@ def demo_config(n_images: int | None = None, zoo_dir: str | Path | None = None) 
     rows = list_zoo(zoo_dir)
     shipped = {row["name"] for row in rows}
     entropic = [row["name"] for row in rows if row["recipe"] == "entropic_student"]
-    slices = [m for m in SLICE_MODELS if split_setting_name(m)[0] in shipped]
+    slices = [m for m in SLICE_MODELS + RADV_SLICE if split_setting_name(m)[0] in shipped]
     cfg = parse_config(DEMO | {"models": entropic + slices}, "demo")
     if n_images is not None:
         cfg.n_images = n_images
