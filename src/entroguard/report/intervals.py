@@ -50,4 +50,4 @@ def top1_change_interval(results: Results, model: str, threat: str, strength: fl
     if not len(clean["image"]):
         return None
     a, b = clean["correct"], other["correct"]
-    return bootstrap_interval(lambda i: float(100 * (b[i].mean() - a[i].mean())), len(a))
+    return bootstrap_interval(lambda i: 100 * (b[i].mean(axis=-1) - a[i].mean(axis=-1)), len(a))

@@ -35,13 +35,14 @@ def bootstrap_interval(
     level: float = 0.95,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic(indices)`` over ``n`` images resampled with
-    replacement: ``statistic`` gets an index array (n,) and returns a number, so paired
-    measurements (the same images clean and attacked) are resampled together. Seeded."""
+    replacement: ``statistic`` gets an index array (..., n) and returns the statistic of each
+    row, shape (...), so all resamples are computed at once and paired measurements (the same
+    images clean and attacked) are resampled together. Seeded."""
     if n <= 1:
-        value = statistic(np.arange(n))
+        value = float(np.asarray(statistic(np.arange(n)[None]), dtype=float).reshape(-1)[0])
         return value, value
     rng = np.random.default_rng(seed)
-    values = np.array([statistic(rng.integers(0, n, n)) for _ in range(resamples)])
+    values = np.broadcast_to(statistic(rng.integers(0, n, (resamples, n))), (resamples,))
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(values, [tail, 100 - tail])
     return float(low), float(high)
@@ -51,7 +52,7 @@ def mean_interval(values: np.ndarray, **options) -> tuple[float, float]:
     """Bootstrap interval of the mean of ``values`` (n,) (``options``:
     :func:`bootstrap_interval`'s)."""
     values = np.asarray(values, dtype=float)
-    return bootstrap_interval(lambda i: float(values[i].mean()), len(values), **options)
+    return bootstrap_interval(lambda i: values[i].mean(axis=-1), len(values), **options)
 
 
 def change_interval(clean: np.ndarray, threatened: np.ndarray, **options) -> tuple[float, float]:
@@ -61,8 +62,9 @@ def change_interval(clean: np.ndarray, threatened: np.ndarray, **options) -> tup
     if len(clean) != len(threatened):
         raise ValueError(f"paired values needed: {len(clean)} clean, {len(threatened)} threatened")
 
-    def change(i: np.ndarray) -> float:
-        base = clean[i].mean()
-        return float(100 * (threatened[i].mean() / base - 1)) if base else 0.0
+    def change(i: np.ndarray) -> np.ndarray:
+        base = clean[i].mean(axis=-1)
+        safe = np.where(base != 0, base, 1.0)
+        return np.where(base != 0, 100 * (threatened[i].mean(axis=-1) / safe - 1), 0.0)
 
     return bootstrap_interval(change, len(clean), **options)
