@@ -406,16 +406,26 @@ def demo(
     )
 
     t0 = time.perf_counter()
+    phases: dict[str, float] = {}
+
+    def timed(name: str, step) -> None:
+        start = time.perf_counter()
+        step()
+        phases[name] = time.perf_counter() - start
+
     try:
         cfg = demo_config(n_images, zoo_dir)
-        run_campaign(cfg, out, zoo_dir=zoo_dir, workers=workers, device=device)
+        timed("campaign", lambda: run_campaign(cfg, out, zoo_dir=zoo_dir, workers=workers,
+                                               device=device))  # fmt: skip
         print_summary(out)
-        write_demo_analysis(out, cfg.n_images, zoo_dir, device)
-        write_demo_plan(out, zoo_dir)
+        timed("analysis", lambda: write_demo_analysis(out, cfg.n_images, zoo_dir, device))
+        timed("plan", lambda: write_demo_plan(out, zoo_dir))
     except (EntroguardError, ValueError) as exc:
         _fail(exc)
-    _write_report(out)
-    typer.echo(f"demo finished in {time.perf_counter() - t0:.0f} s; open {out / 'report.html'}")
+    timed("report", lambda: _write_report(out))
+    spent = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases.items())
+    typer.echo(f"demo finished in {time.perf_counter() - t0:.0f} s ({spent}); "
+               f"open {out / 'report.html'}")  # fmt: skip
 
 
 @app.command("import")

@@ -134,7 +134,7 @@ def write_demo_plan(out: str | Path, zoo_dir: str | Path | None = None) -> Path:
 
 
 def print_summary(out: str | Path) -> None:
-    """Print the clean table (accuracy and the three sizes per model)."""
+    """Print the clean table (accuracy and the three sizes per model, without defence)."""
     import typer
 
     from entroguard.campaign.export import condition_rows
@@ -142,7 +142,8 @@ def print_summary(out: str | Path) -> None:
     from entroguard.report.table import format_table
 
     with ResultStore(Path(out) / "results.sqlite") as store:
-        rows = [r for r in condition_rows(store) if r["threat"] == "clean"]
+        rows = [r for r in condition_rows(store)
+                if r["threat"] == "clean" and r["defense"] == "none"]  # fmt: skip
     typer.echo(format_table(rows, ["model", "n", "top1", "est_bytes", "payload_bytes",
                                    "packet_bytes"]))  # fmt: skip
 
