@@ -101,3 +101,17 @@ def test_the_zoo_ships_the_fine_tuned_models():
     expected = {f"{a}-{p}-beta{b}-radv" for a in archs for p in ("fp", "mshp")
                 for b in ("0.01", "0.16")}  # fmt: skip
     assert expected <= set(SHIPPED)
+
+
+def test_the_command_says_what_is_missing_or_unknown(tmp_path):
+    from typer.testing import CliRunner
+
+    from entroguard.cli import app
+
+    runner = CliRunner()
+    missing = runner.invoke(app, ["train", "--recipe", "rate_adversarial", "--out", str(tmp_path)])
+    assert missing.exit_code != 0 and "needs --from" in missing.output
+    unknown = runner.invoke(app, ["train", "--recipe", "rate_adversarial", "--from", "nope-*",
+                                  "--out", str(tmp_path)])  # fmt: skip
+    assert unknown.exit_code == 2 and "matches no zoo model" in unknown.output
+    assert "Traceback" not in unknown.output

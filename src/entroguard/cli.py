@@ -175,7 +175,7 @@ def train(
             raise typer.BadParameter("give --arch (one model) or --zoo")
         _train_one(arch, prior, beta, epochs, train_set, test_set, out, teacher,
                    distill_weight, seed, channels, device)  # fmt: skip
-    except EntroguardError as exc:
+    except (EntroguardError, ValueError) as exc:
         _fail(exc)
 
 
