@@ -52,8 +52,30 @@ def quantile_params(model: SplitClassifier) -> list[torch.nn.Parameter]:
     return [p for n, p in model.named_parameters() if n.endswith("quantiles")]
 
 
+def main_params(model: SplitClassifier) -> list[torch.nn.Parameter]:
+    """Every parameter but the entropy bottlenecks' quantiles (which :class:`AuxStep` trains)."""
+    return [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+
+
 def aux_loss(model: SplitClassifier) -> torch.Tensor:
     return sum(m.loss() for m in model.codec.entropy_models() if hasattr(m, "loss"))
+
+
+class AuxStep:
+    """CompressAI's auxiliary step: the entropy bottlenecks' quantiles learn their own loss on
+    their own Adam after each main step; nothing for a fixed-rate bottleneck (no densities)."""
+
+    def __init__(self, model: SplitClassifier, lr: float) -> None:
+        self.model = model
+        quantiles = quantile_params(model)
+        self.optimizer = torch.optim.Adam(quantiles, lr=lr) if quantiles else None
+
+    def __call__(self) -> None:
+        if self.optimizer is None:
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        aux_loss(self.model).backward()
+        self.optimizer.step()
 
 
 def train_split(
@@ -78,11 +100,9 @@ def train_split(
     if config.distill_weight > 0 and teacher is None:
         raise ValueError("distill_weight > 0 needs a teacher model")
     generator = torch.Generator().manual_seed(config.seed)
-    quantiles = quantile_params(model)
-    qids = {id(p) for p in quantiles}
-    main_params = [p for p in model.parameters() if id(p) not in qids]
-    optimizer = torch.optim.AdamW(main_params, lr=config.lr, weight_decay=config.weight_decay)
-    aux_optimizer = torch.optim.Adam(quantiles, lr=config.aux_lr) if quantiles else None
+    main = main_params(model)
+    optimizer = torch.optim.AdamW(main, lr=config.lr, weight_decay=config.weight_decay)
+    aux_step = AuxStep(model, config.aux_lr)
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     total_steps = max(1, round(config.epochs * steps_per_epoch))
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -108,13 +128,10 @@ def train_split(
                 loss = loss + config.distill_weight * _distill_loss(model, teacher, images, out)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(main_params, 5.0)
+            torch.nn.utils.clip_grad_norm_(main, 5.0)
             optimizer.step()
             schedule.step()
-            if aux_optimizer is not None:  # a fixed-rate bottleneck has no densities
-                aux_optimizer.zero_grad(set_to_none=True)
-                aux_loss(model).backward()
-                aux_optimizer.step()
+            aux_step()
 
             acc = (out.logits.argmax(1) == labels).float().mean()
             sums += torch.tensor([loss.item(), ce.item(), bpp.item(), acc.item()])

@@ -32,7 +32,7 @@ from entroguard.device import module_device
 from entroguard.models.split import SplitClassifier
 from entroguard.models.uncut import UncutClassifier, stage_outputs
 from entroguard.train.epochs import run_epoch, top1
-from entroguard.train.loop import aux_loss, quantile_params
+from entroguard.train.loop import AuxStep
 
 STAGES = ("1", "2")
 
@@ -152,15 +152,7 @@ class _Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.result = BottleFitResult()
         self.best_state: dict | None = None
-        quantiles = quantile_params(student)
-        self.aux = torch.optim.Adam(quantiles, lr=config.aux_lr) if quantiles else None
-
-    def _aux_step(self) -> None:
-        if self.aux is None:
-            return
-        self.aux.zero_grad(set_to_none=True)
-        aux_loss(self.student).backward()
-        self.aux.step()
+        self._aux_step = AuxStep(student, config.aux_lr)
 
     def _trainable(self) -> list[nn.Parameter]:
         return [p for n, p in self.student.named_parameters()

@@ -32,7 +32,7 @@ from entroguard.data.imageset import ImageSet
 from entroguard.device import module_device
 from entroguard.models.split import SplitClassifier
 from entroguard.threats.attacks.rate_pgd import RatePGD, rate_bits
-from entroguard.train.loop import aux_loss, quantile_params
+from entroguard.train.loop import AuxStep, main_params
 
 
 @dataclass
@@ -147,11 +147,9 @@ def train_rate_adversarial(
     if config.beta is None:
         raise ValueError("config.beta is None: give the source model's beta")
     generator = torch.Generator().manual_seed(config.seed)
-    quantiles = quantile_params(model)
-    qids = {id(p) for p in quantiles}
-    main_params = [p for p in model.parameters() if id(p) not in qids]
-    optimizer = torch.optim.AdamW(main_params, lr=config.lr)
-    aux_optimizer = torch.optim.Adam(quantiles, lr=config.aux_lr) if quantiles else None
+    main = main_params(model)
+    optimizer = torch.optim.AdamW(main, lr=config.lr)
+    aux_step = AuxStep(model, config.aux_lr)
     total = max(1, round(config.epochs * math.ceil(len(train_set) / config.batch_size)))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
                                                    total_steps=total, pct_start=0.15)  # fmt: skip
@@ -169,13 +167,10 @@ def train_rate_adversarial(
             terms = adversarial_terms(model, images, labels, config, generator)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(main_params, 5.0)
+            torch.nn.utils.clip_grad_norm_(main, 5.0)
             optimizer.step()
             schedule.step()
-            if aux_optimizer is not None:
-                aux_optimizer.zero_grad(set_to_none=True)
-                aux_loss(model).backward()
-                aux_optimizer.step()
+            aux_step()
             sums += torch.tensor([terms[k].item() for k in ("ce", "bpp", "bpp_attacked")])
             step += 1
             _log(history, sums, step, total, bar)

@@ -30,7 +30,7 @@ from entroguard.device import module_device
 from entroguard.models.slimmable import SlimmableSplitClassifier
 from entroguard.models.split import SplitClassifier
 from entroguard.train.epochs import run_epoch
-from entroguard.train.loop import aux_loss, quantile_params
+from entroguard.train.loop import AuxStep, main_params
 
 DEFAULT_BETAS = (2.56, 0.16, 0.04, 0.01)
 """Rate weight per rate setting (0 sends the fewest bytes): the zoo's betas, so each rate
@@ -138,19 +138,14 @@ def train_slimmable(
     if len(config.betas) != model.codec.settings:
         raise ValueError(f"{len(config.betas)} betas for {model.codec.settings} rate settings")
     generator = torch.Generator().manual_seed(config.seed)
-    quantiles = quantile_params(model)
-    qids = {id(p) for p in quantiles}
-    main = [p for p in model.parameters() if id(p) not in qids]
-    optimizer = torch.optim.Adam(main, lr=config.lr)
-    aux_optimizer = torch.optim.Adam(quantiles, lr=config.aux_lr)
+    optimizer = torch.optim.Adam(main_params(model), lr=config.lr)
+    aux_step = AuxStep(model, config.aux_lr)
     steps = config.epochs * math.ceil(len(train_set) / config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=steps)
 
     def after_step() -> None:
         schedule.step()
-        aux_optimizer.zero_grad(set_to_none=True)
-        aux_loss(model).backward()
-        aux_optimizer.step()
+        aux_step()
 
     model.train()
     if teacher is not None:
