@@ -64,9 +64,9 @@ def trained_model() -> SplitClassifier:
     one trained here in a few seconds (1 epoch on 2000 images, then a prior fit)."""
     from entroguard.train.checkpoint import load_checkpoint
 
-    packaged = sorted(ZOO_WEIGHTS.glob("resnet_s-fp-*.safetensors"))
-    if packaged:
-        return load_checkpoint(packaged[0])
+    packaged = ZOO_WEIGHTS / "resnet_s-fp-beta0.01.safetensors"
+    if packaged.is_file():
+        return load_checkpoint(packaged)
     from entroguard.train.loop import TrainConfig, train_split
 
     with torch.random.fork_rng():
