@@ -14,6 +14,7 @@ index rule); it is kept to measure what the integer hyper-synthesis fixed.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 
@@ -64,11 +65,22 @@ def kernel_variant(codec: MeanScaleHyperprior, variant: str) -> Iterator[
         move = lambda t: t.cuda()  # noqa: E731
     twin.tables_changed()  # what a fresh machine derives from the weights
     settings = {
-        "no_onednn": torch.backends.mkldnn.flags(enabled=False),
+        "no_onednn": _without_onednn(),
         "one_thread": torch_threads(1),
     }
     with settings.get(variant, nullcontext()):
         yield twin, move
+
+
+@contextmanager
+def _without_onednn() -> Iterator[None]:
+    """oneDNN switched off. Setting its flags makes torch warn that TF32 on oneDNN needs an Intel
+    GPU (it re-applies the TF32 flag it was given); nothing here asks for TF32, so that one
+    warning is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+        with torch.backends.mkldnn.flags(enabled=False):
+            yield
 
 
 @torch.no_grad()
