@@ -114,6 +114,9 @@ def train(
     attack_eps: Annotated[
         float, typer.Option(help="rate_adversarial: the training attack's budget, in grey levels.")
     ] = 8.0,
+    adv_ce: Annotated[
+        float, typer.Option(help="rate_adversarial: weight of the attacked images' CE (0: none).")
+    ] = 1.0,
     channels: Annotated[
         int | None, typer.Option(help="Bottleneck (latent) channels; bottlefit default 4.")
     ] = None,
@@ -136,7 +139,7 @@ def train(
     head with 4 encoder members and 4 rate settings (--prior fp or mshp, --epochs), warm-started
     from --teacher (default: the zoo's model of --arch and --prior at beta 0.01); --recipe
     rate_adversarial fine-tunes each --from model against rate_pgd made on the fly (--gamma,
-    --attack-eps, --epochs), skipping those already in --out.
+    --attack-eps, --adv-ce, --epochs), skipping those already in --out.
     """
     try:
         from entroguard.data import load_dataset
@@ -148,8 +151,9 @@ def train(
         train_set = load_dataset(dataset, "train", download=download)
         test_set = load_dataset(dataset, "test", download=download)
         if recipe == "rate_adversarial":
-            _train_rate_adversarial(source, gamma, attack_eps, epochs, seed, train_set, test_set,
-                                    out, device)  # fmt: skip
+            options = {"gamma": gamma, "eps": attack_eps / 255, "adv_ce": adv_ce,
+                       "epochs": epochs, "seed": seed}  # fmt: skip
+            _train_rate_adversarial(source, options, train_set, test_set, out, device)
             return
         if recipe != "entropic_student":
             if arch is None:
@@ -203,22 +207,14 @@ def _train_recipe(recipe: str, arch: str, o: dict, train_set, test_set, out: Pat
 
 
 def _train_rate_adversarial(
-    sources: str | None,
-    gamma: float,
-    eps: float,
-    epochs: float,
-    seed: int,
-    train_set,
-    test_set,
-    out: Path,
-    device: str,
+    sources: str | None, options: dict, train_set, test_set, out: Path, device: str
 ) -> None:
     from entroguard.train.recipes.rate_adversarial import RateAdversarialConfig
     from entroguard.train.recipes.runs import rate_adversarial_sources, run_rate_adversarial
 
     if not sources:
         raise typer.BadParameter("--recipe rate_adversarial needs --from (e.g. '*-beta0.01')")
-    config = RateAdversarialConfig(gamma=gamma, eps=eps / 255, epochs=epochs, seed=seed)
+    config = RateAdversarialConfig(**options)
     for name in rate_adversarial_sources(sources.split(","), out):
         path, metrics = run_rate_adversarial(name, config, train_set, test_set, out,
                                              device=device)  # fmt: skip
