@@ -74,13 +74,24 @@ def run_bottlefit(
     student, teacher = student.to(device), teacher.to(device)
     fit_set, val_set = split_validation(train_set, VALIDATION_IMAGES)
     result = train_bottlefit(student, teacher, fit_set, val_set, config, progress=progress)
-    measured = measure(student, test_set.batches(500), total=len(test_set), progress=progress)
     name = bottlefit_name(arch, prior, channels, config.beta)
-    path = save_checkpoint(
-        student, out / name, recipe="bottlefit", beta=config.beta, dataset=test_set.name,
+    return save_measured(
+        student, out / name, test_set, progress=progress, recipe="bottlefit", beta=config.beta,
         train=result.to_dict(config) | {"teacher": teacher.metadata.get("name", arch)},
-        metrics=measured.summary(), clean_payload=measured.payload_stats(),
+    )  # fmt: skip
+
+
+def save_measured(model, path: Path, test_set: ImageSet, *, progress: bool = True,
+                  **metadata) -> tuple[Path, dict]:  # fmt: skip
+    """Measure ``model`` on ``test_set`` through real coding and save it at ``path`` with
+    ``metadata``, its metrics, its clean payload distribution and what it was measured on;
+    returns (weights path, metrics)."""
+    measured = measure(model, test_set.batches(500), total=len(test_set), progress=progress)
+    path = save_checkpoint(
+        model, path, dataset=test_set.name, metrics=measured.summary(),
+        clean_payload=measured.payload_stats(),
         measured_on={"dataset": test_set.name, "split": test_set.split, "n": measured.n},
+        **metadata,
     )  # fmt: skip
     return path, measured.summary()
 
@@ -197,14 +208,11 @@ def run_rate_adversarial(
     torch.manual_seed(config.seed)
     history = train_rate_adversarial(model, train_set, config, progress=progress,
                                      desc=rate_adversarial_name(ref.name))  # fmt: skip
-    measured = measure(model, test_set.batches(500), total=len(test_set), progress=progress)
-    path = save_checkpoint(
-        model, out / rate_adversarial_name(ref.name), recipe="rate_adversarial", beta=config.beta,
-        dataset=test_set.name, metrics=measured.summary(), clean_payload=measured.payload_stats(),
+    return save_measured(
+        model, out / rate_adversarial_name(ref.name), test_set, progress=progress,
+        recipe="rate_adversarial", beta=config.beta,
         train=config.to_dict() | {"source": ref.name, "history": history.to_dict()},
-        measured_on={"dataset": test_set.name, "split": test_set.split, "n": measured.n},
     )  # fmt: skip
-    return path, measured.summary()
 
 
 def rate_adversarial_sources(patterns: list[str], out: Path) -> list[str]:
