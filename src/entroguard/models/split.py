@@ -26,9 +26,15 @@ if TYPE_CHECKING:
 
 
 def check_unit_float(images: Tensor) -> None:
-    """Raise ``InputError`` unless ``images`` is a float tensor with values in [0, 1]."""
+    """Raise ``InputError`` unless ``images`` is a float tensor with values in [0, 1].
+
+    Inside a function being compiled by ``torch.compile`` only the dtype is checked: the value
+    check would split the graph and synchronise the device (a compiled attack checks its
+    images once, before its first step, and projects every step onto [0, 1])."""
     if not images.is_floating_point():
         raise InputError(f"images must be float in [0, 1], got {images.dtype}: divide by 255")
+    if torch.compiler.is_compiling():
+        return
     if images.numel() and (images.min() < -1e-6 or images.max() > 1 + 1e-6):
         raise InputError(
             f"images must be in [0, 1], got values in [{images.min():.3g}, {images.max():.3g}]; "

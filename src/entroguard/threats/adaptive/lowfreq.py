@@ -117,8 +117,8 @@ class RateLowFreq(RatePGD):
         else:
             delta = torch.zeros_like(images)
         for _ in range(self.steps):
-            x_adv = project(images + delta, images, self.eps, self.norm).requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.loss(model, x_adv, labels, generator), x_adv)
+            x_adv = project(images + delta, images, self.eps, self.norm)
+            grad = self.gradient(model, x_adv, labels, generator)
             step = self._step(self.transform_gradient(grad))
             delta = self._feasible(images, delta + step)
         return project(images + delta, images, self.eps, self.norm)

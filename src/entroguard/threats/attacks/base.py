@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from entroguard.errors import InputError
 from entroguard.models.split import check_unit_float
+from entroguard.threats.attacks.compiled import call_compiled
 from entroguard.threats.attacks.precision import Precision, attack_precision, check_precision
 from entroguard.threats.attacks.projection import (
     Norm,
@@ -195,12 +196,22 @@ class PGDAttack(Attack):
         precision: the arithmetic of the loss's forward pass: ``"float32"`` (default),
             ``"bf16"`` (autocast) or ``"tf32"`` (CUDA matrix products); see
             :mod:`entroguard.threats.attacks.precision`.
+        compiled: run the loss through ``torch.compile`` (built once per process, per loss
+            and architecture; see :mod:`entroguard.threats.attacks.compiled`).
 
     The old name ``step_size`` (a fraction of eps that read like torchattacks' absolute step)
     is refused with a pointer to both.
     """
 
-    hparams: tuple[str, ...] = ("eps", "steps", "step_ratio", "norm", "random_start", "precision")
+    hparams: tuple[str, ...] = (
+        "eps",
+        "steps",
+        "step_ratio",
+        "norm",
+        "random_start",
+        "precision",
+        "compiled",
+    )
 
     def __init__(
         self,
@@ -211,6 +222,7 @@ class PGDAttack(Attack):
         random_start: bool = False,
         alpha: float | None = None,
         precision: Precision = "float32",
+        compiled: bool = False,
         **unknown: object,
     ) -> None:
         refuse_unknown(type(self), unknown)
@@ -228,6 +240,9 @@ class PGDAttack(Attack):
         self.norm = check_norm(norm)
         self.random_start = bool(random_start)
         self.precision = check_precision(precision)
+        if not isinstance(compiled, bool):
+            raise ValueError(f"compiled must be true or false, got {compiled!r}")
+        self.compiled = compiled
 
     @property
     def alpha(self) -> float:
@@ -243,6 +258,24 @@ class PGDAttack(Attack):
         generator: torch.Generator,
     ) -> Tensor:
         """Scalar loss to maximise at ``x`` (B, 3, H, W); differentiable with respect to ``x``."""
+
+    def gradient(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        labels: Tensor | None,
+        generator: torch.Generator,
+    ) -> Tensor:
+        """The gradient (B, 3, H, W) of :meth:`loss` at ``x`` with respect to ``x`` only, the
+        loss run in the attack's precision, compiled when ``compiled`` is set."""
+        x = x.detach().requires_grad_(True)
+        with attack_precision(self.precision, x.device):
+            if self.compiled:
+                loss = call_compiled(type(self).loss, self, model, x, labels, generator)
+            else:
+                loss = self.loss(model, x, labels, generator)
+        (grad,) = torch.autograd.grad(loss, x)
+        return grad
 
     def transform_gradient(self, grad: Tensor) -> Tensor:
         """Hook for adaptive attacks (e.g. keep only low frequencies); identity here."""
@@ -262,10 +295,7 @@ class PGDAttack(Attack):
         else:
             x_adv = images.clone()
         for _ in range(self.steps):
-            x_adv.requires_grad_(True)
-            with attack_precision(self.precision, x_adv.device):
-                loss = self.loss(model, x_adv, labels, generator)
-            (grad,) = torch.autograd.grad(loss, x_adv)
+            grad = self.gradient(model, x_adv, labels, generator)
             step = ascent_step(self.transform_gradient(grad), self.alpha, self.norm)
             x_adv = project(x_adv.detach() + step, images, self.eps, self.norm)
         return x_adv

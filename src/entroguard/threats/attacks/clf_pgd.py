@@ -26,6 +26,8 @@ class ClassifierPGD(PGDAttack):
         random_start: start from a uniform random point of the budget.
         precision: ``"float32"``, ``"bf16"`` or ``"tf32"`` for the loss's forward pass (see
             :mod:`entroguard.threats.attacks.precision`).
+        compiled: run the loss through ``torch.compile`` (see
+            :mod:`entroguard.threats.attacks.compiled`).
 
     Shape:
         images (B, 3, H, W) float in [0, 1], labels (B,) int64 -> adversarial images

@@ -71,6 +71,8 @@ class RatePGD(PGDAttack):
         random_start: start from a uniform random point of the budget.
         precision: ``"float32"``, ``"bf16"`` or ``"tf32"`` for the loss's forward pass (see
             :mod:`entroguard.threats.attacks.precision`).
+        compiled: run the loss through ``torch.compile`` (see
+            :mod:`entroguard.threats.attacks.compiled`).
 
     Shape:
         images (B, 3, H, W) float in [0, 1] -> adversarial images (B, 3, H, W) in [0, 1].
@@ -92,6 +94,7 @@ class RatePGD(PGDAttack):
         "noise_copies",
         "random_start",
         "precision",
+        "compiled",
     )
 
     def __init__(
