@@ -79,23 +79,47 @@ def payload_stats(payload_bytes: np.ndarray) -> dict:
     }
 
 
+@dataclass
+class Analyzed:
+    """The device half of a measurement: the latent and its estimated size.
+
+    Attributes:
+        y: latents (B, C, h, w) on the model's device.
+        est_bytes: estimated bytes per image from the likelihoods, shape (B,).
+    """
+
+    y: Tensor
+    est_bytes: np.ndarray
+
+
 @torch.no_grad()
-def measure_batch(model: SplitClassifier, images: Tensor, labels: Tensor) -> Measurement:
-    """Code ``images`` (B, 3, H, W) in [0, 1] into packets, decode them, classify (on the
-    model's device)."""
+def analyze_batch(model: SplitClassifier, images: Tensor) -> Analyzed:
+    """Run the head on ``images`` (B, 3, H, W) in [0, 1] and estimate each latent's size."""
     y = model.analyze(images)
     est_bits = model.codec.likelihoods(y, "round").bits()
-    packets = model.packets(model.encode(y))
+    return Analyzed(y, (est_bits / 8).cpu().numpy().astype(np.float64))
+
+
+@torch.no_grad()
+def code_batch(model: SplitClassifier, analyzed: Analyzed, labels: Tensor) -> Measurement:
+    """The coding half: entropy-code the latents into packets, decode them and classify."""
+    packets = model.packets(model.encode(analyzed.y))
     encoded = model.packets_to_batch(packets)
     logits = model.classify(model.decompress(encoded))
     predicted = logits.argmax(dim=1).cpu()
     return Measurement(
-        est_bytes=(est_bits / 8).cpu().numpy().astype(np.float64),
+        est_bytes=analyzed.est_bytes,
         payload_bytes=np.array(encoded.payload_bytes(), dtype=np.int64),
         packet_bytes=np.array([len(p) for p in packets], dtype=np.int64),
         correct=(predicted == labels.cpu()).numpy(),
         predicted=predicted.numpy(),
     )
+
+
+def measure_batch(model: SplitClassifier, images: Tensor, labels: Tensor) -> Measurement:
+    """Code ``images`` (B, 3, H, W) in [0, 1] into packets, decode them, classify (on the
+    model's device): :func:`analyze_batch` then :func:`code_batch`."""
+    return code_batch(model, analyze_batch(model, images), labels)
 
 
 def measure(

@@ -9,17 +9,19 @@ from __future__ import annotations
 import gc
 import json
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
+from entroguard.campaign.coding_lane import CodingLane, overlap_by_default, results
 from entroguard.campaign.models import ModelRef
 from entroguard.campaign.store import ConditionId
 from entroguard.data import ImageSet
 from entroguard.device import module_device
 from entroguard.errors import InputError
-from entroguard.measure import Measurement, measure_batch
+from entroguard.measure import Measurement, analyze_batch, code_batch
 from entroguard.models import SplitClassifier
 from entroguard.threats.threat import Threat
 
@@ -71,14 +73,48 @@ def threatened(
     """The first ``n`` images of ``data`` under ``threat``, in batches of ``(images, labels)``
     (images on ``model``'s device, labels on the CPU); seeded by the condition, so reruns and
     resumes give identical images."""
-    out = []
-    seed = threat.seed_for(seed, model_name)
-    device = torch.device("cpu") if model is None else module_device(model)
-    for start in range(0, n, batch_size):
-        idx = slice(start, min(start + batch_size, n))
-        images, labels = data.to_float(idx).to(device), data.labels[idx]
-        out.append((threat.apply(model, images, labels, seed=seed, offset=start), labels))
-    return out
+    return list(ThreatenedBatches(threat, model, model_name, data, n, batch_size, seed))
+
+
+class ThreatenedBatches:
+    """The batches of :func:`threatened`, each made when first iterated and kept for the next
+    pass (a task measures the same images behind each of its defences).
+
+    Attributes:
+        seconds: the time spent threatening so far, in seconds.
+    """
+
+    def __init__(
+        self,
+        threat: Threat,
+        model: SplitClassifier | None,
+        model_name: str,
+        data: ImageSet,
+        n: int,
+        batch_size: int,
+        seed: int,
+    ) -> None:
+        self.threat, self.model, self.data = threat, model, data
+        self.starts = range(0, n, batch_size)
+        self.n, self.batch_size = n, batch_size
+        self.seed = threat.seed_for(seed, model_name)
+        self.device = torch.device("cpu") if model is None else module_device(model)
+        self.made: Batches = []
+        self.seconds = 0.0
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i, start in enumerate(self.starts):
+            if i == len(self.made):
+                self.made.append(self._make(start))
+            yield self.made[i]
+
+    def _make(self, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        t0 = time.perf_counter()
+        idx = slice(start, min(start + self.batch_size, self.n))
+        images, labels = self.data.to_float(idx).to(self.device), self.data.labels[idx]
+        images = self.threat.apply(self.model, images, labels, seed=self.seed, offset=start)
+        self.seconds += time.perf_counter() - t0
+        return images, labels
 
 
 def _head_of(defense, model: SplitClassifier):
@@ -99,6 +135,8 @@ class Measurer:
         seed: the campaign's seed.
         defense_params: hyper-parameters of the campaign's defences, by name.
         device: where models, threats and defences run (``cpu``, ``cuda:0``).
+        overlap: code each batch on a background thread while the device works on the next
+            (:mod:`entroguard.campaign.coding_lane`); ``None``: on CUDA devices only.
     """
 
     data: ImageSet
@@ -106,7 +144,12 @@ class Measurer:
     seed: int
     defense_params: dict[str, dict] = field(default_factory=dict)
     device: str = "cpu"
+    overlap: bool | None = None
     _models: dict[str, SplitClassifier] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        enabled = overlap_by_default(self.device) if self.overlap is None else self.overlap
+        self.lane = CodingLane(enabled)
 
     def model(self, ref: ModelRef) -> SplitClassifier:
         """``ref`` loaded (once per process), after checking its input size."""
@@ -142,31 +185,47 @@ class Measurer:
         return json.dumps(params, sort_keys=True)
 
     def run(self, task: Task) -> list[ConditionResult]:
-        """Threaten (unless the task brings its images) and measure behind each defence."""
+        """Threaten (unless the task brings its images) and measure behind each defence.
+
+        The images are threatened batch by batch during the first defence's pass, so that the
+        coding lane codes one batch while the device attacks the next; later passes reuse them.
+        """
         model = self.model(task.ref)
+        if task.batches is not None:
+            source: Batches | ThreatenedBatches = task.batches
+        else:
+            source = ThreatenedBatches(task.threat, model, task.ref.name, self.data, task.n,
+                                       self.batch_size, self.seed)  # fmt: skip
+        return [self._measure(model, task, name, source) for name in task.defenses]
+
+    def _measure(
+        self,
+        model: SplitClassifier,
+        task: Task,
+        name: str,
+        source: Batches | ThreatenedBatches,
+    ) -> ConditionResult:
+        """One condition: ``source``'s images behind the defence ``name``; its seconds are the
+        threat's plus this defence's."""
+        threat_before = getattr(source, "seconds", 0.0)
         t0 = time.perf_counter()
-        batches = task.batches
-        if batches is None:
-            batches = threatened(task.threat, model, task.ref.name, self.data, task.n,
-                                 self.batch_size, self.seed)  # fmt: skip
-        threat_seconds = time.perf_counter() - t0
-        out = []
-        for name in task.defenses:
-            t1 = time.perf_counter()
-            d = self.defense(task.threat, name)
-            with _head_of(d, model):
-                parts = []
-                for x, y in batches:
+        d = self.defense(task.threat, name)
+        with _head_of(d, model):
+            pending = []
+            try:
+                for x, y in source:
                     x = x.to(self.device)
-                    parts.append(measure_batch(model, x if d is None else d(model, x), y))
-            out.append(
-                ConditionResult(
-                    ConditionId(task.ref.name, task.threat.name, task.threat.strength, name),
-                    task.ref.info(),
-                    self.params_json(task.threat, name),
-                    task.n,
-                    Measurement.concat(parts),
-                    threat_seconds + time.perf_counter() - t1,
-                )
-            )
-        return out
+                    analyzed = analyze_batch(model, x if d is None else d(model, x))
+                    pending.append(self.lane.submit(code_batch, model, analyzed, y))
+            finally:
+                parts = results(pending)  # every job done before the head is restored
+        threat_seconds = getattr(source, "seconds", 0.0)
+        own = time.perf_counter() - t0 - (threat_seconds - threat_before)
+        return ConditionResult(
+            ConditionId(task.ref.name, task.threat.name, task.threat.strength, name),
+            task.ref.info(),
+            self.params_json(task.threat, name),
+            task.n,
+            Measurement.concat(parts),
+            threat_seconds + own,
+        )
