@@ -1,12 +1,14 @@
-"""Campaign throughput: the local backend with 1 and 2 workers against the Ray backend, in the
-same run, on the same grid.
+"""Campaign throughput: the local backend with 1 and 2 workers, with the coding lane on and
+off, against the Ray backend, in the same run, on the same grid.
 
 Prints conditions per second and images per second of each, and their ratio to the local
-backend with one worker (the baseline measured in this run). Every run measures into a fresh
-folder, so nothing is resumed; the results of all runs are checked equal (all but seconds).
+backend with one worker coding inline (the baseline measured in this run). Every run measures
+into a fresh folder, so nothing is resumed; the results of all runs are checked equal (all but
+seconds). The coding lane (``overlap``) codes one batch on a background thread while the device
+attacks the next: on a GPU that hides the CPU coding; on a CPU both share the same cores.
 
     python benchmarks/campaign.py [--models resnet_s-fp-beta0.01,resnet_s-mshp-beta0.01]
-                                  [--n-images 64] [--no-ray]
+                                  [--n-images 64] [--no-ray] [--device cuda]
 """
 
 from __future__ import annotations
@@ -51,11 +53,16 @@ def main() -> None:
     parser.add_argument("--models", default=MODELS)
     parser.add_argument("--n-images", type=int, default=64)
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray backend")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     args = parser.parse_args()
     config = _config(args.models.split(","), args.n_images)
-    runs = {"local, 1 worker": {"workers": 1}, "local, 2 workers": {"workers": 2}}
+    runs = {"local, 1 worker": {"workers": 1, "overlap": False},
+            "local, 1 worker, coding lane": {"workers": 1, "overlap": True},
+            "local, 2 workers": {"workers": 2, "overlap": False}}  # fmt: skip
     if not args.no_ray:
-        runs["ray, 2 workers"] = {"workers": 2, "backend": "ray"}
+        runs["ray, 2 workers"] = {"workers": 2, "backend": "ray", "overlap": False}
+    for backend in runs.values():
+        backend["device"] = args.device
     table, reference = [], None
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, backend) in enumerate(runs.items()):

@@ -334,6 +334,14 @@ def campaign(
     gpus_per_task: Annotated[
         float, typer.Option(help="With --backend ray: GPUs reserved by each worker.")
     ] = 0.0,
+    overlap: Annotated[
+        bool | None,
+        typer.Option(
+            "--overlap/--no-overlap",
+            help="Code each batch on a background thread while the device attacks the next "
+            "(default: on CUDA only). The results are the same either way.",
+        ),
+    ] = None,
 ) -> None:
     """Run a resumable campaign grid; rerun the same command to continue after a crash."""
     from entroguard.campaign import load_config, run_campaign
@@ -342,7 +350,7 @@ def campaign(
         cfg = load_config(config)
         csv_path = run_campaign(cfg, out, zoo_dir=zoo_dir, workers=workers, device=device,
                                 backend=backend, address=address,
-                                gpus_per_task=gpus_per_task)  # fmt: skip
+                                gpus_per_task=gpus_per_task, overlap=overlap)  # fmt: skip
     except (EntroguardError, ValueError) as exc:
         _fail(exc)
     _print_campaign_summary(out)

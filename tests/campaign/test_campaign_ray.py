@@ -48,8 +48,10 @@ def local_rows(tiny_zoo, tmp_path_factory) -> list[dict]:
 
 
 def test_ray_measures_exactly_what_the_local_backend_measures(tiny_zoo, tmp_path, local_rows):
+    """Also with each actor's coding lane on (as on a GPU), against local workers coding
+    inline."""
     csv_path = run_campaign(parse_config(CONFIG), tmp_path, zoo_dir=tiny_zoo, progress=False,
-                            workers=2, backend="ray")  # fmt: skip
+                            workers=2, backend="ray", overlap=True)  # fmt: skip
     assert _rows(csv_path) == local_rows
     assert not ray.is_initialized()  # the local instance it started is stopped again
     with sqlite3.connect(tmp_path / "results.sqlite") as db:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import csv
 import threading
 
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from entroguard.campaign import measurer as measurer_module
 from entroguard.campaign.coding_lane import CodingLane, overlap_by_default, results
 from entroguard.campaign.measurer import Measurer, Task
 from entroguard.campaign.models import ModelRef
+from entroguard.cli import app
 from entroguard.data import load_dataset
 from entroguard.measure import code_batch
 from entroguard.threads import torch_threads
@@ -90,3 +93,32 @@ def test_a_failed_job_is_raised_after_the_others_are_done(enabled):
         results(pending)
     assert done == [1, 2]
     lane.close()
+
+
+def test_the_campaign_command_takes_overlap_and_measures_the_same(tiny_zoo, tmp_path):
+    """``entroguard campaign --overlap`` in two worker processes against the default (inline
+    on the CPU): the same rows in every column but ``seconds``."""
+    config = tmp_path / "c.yaml"
+    config.write_text("n_images: 8\nbatch_size: 4\nthreats:\n  - clean\n"
+                      "  - attack: rate_pgd\n    eps: [8]\n    params: {steps: 2}\n")  # fmt: skip
+    rows = []
+    for flags in (["--overlap", "--workers", "2"], ["--workers", "2"]):
+        out = tmp_path / flags[0]
+        result = CliRunner().invoke(
+            app,
+            [
+                "campaign",
+                str(config),
+                "--out",
+                str(out),
+                "--zoo-dir",
+                str(tiny_zoo),
+                "--no-report",
+                *flags,
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        with (out / "results.csv").open() as f:
+            rows.append([{k: v for k, v in r.items() if k != "seconds"}
+                         for r in csv.DictReader(f)])  # fmt: skip
+    assert len(rows[0]) == 4 and rows[0] == rows[1]

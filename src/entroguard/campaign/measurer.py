@@ -151,6 +151,13 @@ class Measurer:
         enabled = overlap_by_default(self.device) if self.overlap is None else self.overlap
         self.lane = CodingLane(enabled)
 
+    @property
+    def args(self) -> tuple:
+        """The constructor's arguments: a worker process or actor builds its own measurer
+        from them (the loaded models stay with each)."""
+        return (self.data, self.batch_size, self.seed, self.defense_params, self.device,
+                self.overlap)  # fmt: skip
+
     def model(self, ref: ModelRef) -> SplitClassifier:
         """``ref`` loaded (once per process), after checking its input size."""
         if ref.name not in self._models:

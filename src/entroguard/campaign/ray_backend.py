@@ -87,8 +87,7 @@ def run_on_ray(
     try:
         # the actors' constructor arguments stay referenced here for the whole run, so a
         # restarted actor finds them in the object store
-        args = ray.put((measurer.data, measurer.batch_size, measurer.seed,
-                        measurer.defense_params, measurer.device))  # fmt: skip
+        args = ray.put(measurer.args)
         _drive(ray, tasks, _actors(ray, args, workers, gpus_per_task), record)
     finally:
         if started:

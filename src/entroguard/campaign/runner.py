@@ -30,7 +30,7 @@ from entroguard.campaign.out_lock import OutDirLock
 from entroguard.campaign.progress import CampaignProgress
 from entroguard.campaign.provenance import check_resume, config_record, identity, provenance
 from entroguard.campaign.store import ConditionId, ResultStore
-from entroguard.data import ImageSet, load_dataset
+from entroguard.data import load_dataset
 from entroguard.device import resolve_device
 from entroguard.errors import EntroguardError
 
@@ -96,6 +96,7 @@ def run_campaign(
     backend: str = "local",
     address: str | None = None,
     gpus_per_task: float = 0.0,
+    overlap: bool | None = None,
 ) -> Path:
     """Measure every condition of ``config`` not yet in ``out_dir/results.sqlite``.
 
@@ -113,6 +114,9 @@ def run_campaign(
             only writer; :mod:`entroguard.campaign.ray_backend`); results are the same.
         address: with ``ray``: the cluster to join (None: a local Ray instance).
         gpus_per_task: with ``ray``: GPUs reserved by each worker.
+        overlap: code each batch on a background thread while the device works on the next
+            (None: on CUDA devices only; :mod:`entroguard.campaign.coding_lane`); the results
+            are the same either way.
 
     The ``leak`` entries are measured after the threats, in this process (one measurement,
     a model under a protection, at a time) into ``leak.csv``.
@@ -138,7 +142,8 @@ def run_campaign(
                 f"{out_dir}: {len(done)} conditions already measured are kept; "
                 f"{len(tasks)} tasks and {len(leak_units)} leak measurements to go"
             )
-        measurer = Measurer(data, config.batch_size, config.seed, config.defense_params, device)
+        measurer = Measurer(data, config.batch_size, config.seed, config.defense_params, device,
+                            overlap)  # fmt: skip
         bar = CampaignProgress(tasks, enabled=progress)
 
         def record(results: list[ConditionResult]) -> None:
@@ -170,12 +175,11 @@ def run_campaign(
 _WORKER: Measurer | None = None
 
 
-def _init_worker(data: ImageSet, batch_size: int, seed: int, params: dict, device: str,
-                 threads: int) -> None:  # fmt: skip
+def _init_worker(measurer_args: tuple, threads: int) -> None:
     global _WORKER
     keep_freed_memory()
     torch.set_num_threads(threads)
-    _WORKER = Measurer(data, batch_size, seed, params, device)
+    _WORKER = Measurer(*measurer_args)
 
 
 def _run_task(task: Task) -> list[ConditionResult]:
@@ -188,8 +192,7 @@ def _run_parallel(tasks: Iterator[Task], measurer: Measurer, workers: int, recor
     shared images are computed just ahead of use); ``record`` runs here, in order of finish."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")
-    init = (measurer.data, measurer.batch_size, measurer.seed, measurer.defense_params,
-            measurer.device, threads)  # fmt: skip
+    init = (measurer.args, threads)
     pending: set[Future] = set()
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                              initargs=init) as pool:  # fmt: skip

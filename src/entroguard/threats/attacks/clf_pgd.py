@@ -8,6 +8,7 @@ from torch import Tensor
 
 from entroguard.models.split import SplitClassifier
 from entroguard.threats.attacks.base import PGDAttack
+from entroguard.threats.attacks.precision import Precision
 from entroguard.threats.attacks.projection import Norm
 
 
@@ -51,9 +52,12 @@ class ClassifierPGD(PGDAttack):
         norm: Norm = "linf",
         random_start: bool = False,
         alpha: float | None = None,
+        precision: Precision = "float32",
+        compiled: bool = False,
         **unknown: object,
     ) -> None:
-        super().__init__(eps, steps, step_ratio, norm, random_start, alpha=alpha, **unknown)
+        super().__init__(eps, steps, step_ratio, norm, random_start, alpha=alpha,
+                         precision=precision, compiled=compiled, **unknown)  # fmt: skip
 
     def loss(
         self,

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from entroguard.models.split import SplitClassifier
 from entroguard.threats.attacks.base import PGDAttack
+from entroguard.threats.attacks.precision import Precision
 from entroguard.threats.attacks.projection import Norm
 
 AttackQuantization = Literal["noise", "ste"]
@@ -69,6 +70,8 @@ class RatePGD(PGDAttack):
             gradient).
         noise_copies: noisy copies per step with ``"noise"`` (ignored with ``"ste"``).
         random_start: start from a uniform random point of the budget.
+        alpha: the step in [0, 1] pixel units instead of ``step_ratio`` (torchattacks'
+            convention, e.g. ``2 / 255``).
         precision: ``"float32"``, ``"bf16"`` or ``"tf32"`` for the loss's forward pass (see
             :mod:`entroguard.threats.attacks.precision`).
         compiled: run the loss through ``torch.compile`` (see
@@ -107,9 +110,12 @@ class RatePGD(PGDAttack):
         noise_copies: int = 16,
         random_start: bool = False,
         alpha: float | None = None,
+        precision: Precision = "float32",
+        compiled: bool = False,
         **unknown: object,
     ) -> None:
-        super().__init__(eps, steps, step_ratio, norm, random_start, alpha=alpha, **unknown)
+        super().__init__(eps, steps, step_ratio, norm, random_start, alpha=alpha,
+                         precision=precision, compiled=compiled, **unknown)  # fmt: skip
         if quantization not in ("noise", "ste"):
             raise ValueError(
                 f"quantization must be 'noise' or 'ste' (hard rounding has no gradient), "
