@@ -22,6 +22,8 @@ Usage::
     python benchmarks/attacks.py                      # CPU table, then GPU if available
     python benchmarks/attacks.py --device cuda --n 64 --model-arch resnet50
     python benchmarks/attacks.py --checkpoint runs/zoo/resnet_s-mshp-beta0.01.safetensors
+    python benchmarks/attacks.py --device cpu --imagenet --n 2 --single-n 1 --steps 1  # the
+        # GPU path's code on the CPU, in seconds (tests/test_benchmarks.py)
 """
 
 from __future__ import annotations
@@ -202,7 +204,7 @@ def bench_modes(model, images, args, device) -> list[list[str]]:
     rows = []
     settings = [("ste", 1, "float32", False), ("noise", args.copies, "float32", False),
                 ("noise", args.copies, "bf16", False), ("noise", args.copies, "tf32", False),
-                ("noise", args.copies, "float32", True)]  # fmt: skip
+                ("noise", args.copies, "float32", True)][:4 if args.no_compiled else 5]  # fmt: skip
     for quantization, copies, precision, compiled in settings:
         attack = RatePGD(args.eps / 255, steps=args.steps, quantization=quantization,
                          noise_copies=copies, precision=precision, compiled=compiled)  # fmt: skip
@@ -228,7 +230,7 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
 
 
 def run(device: torch.device, args: argparse.Namespace) -> None:
-    if device.type == "cuda":
+    if device.type == "cuda" or args.imagenet:
         loaded = imagenet_model(args, device)
         if loaded is None:
             return
@@ -275,6 +277,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--copies", type=int, default=16, help="noisy copies per step")
     parser.add_argument("--repeats", type=int, default=3, help="timings keep the best of these")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--imagenet",
+        action="store_true",
+        help="the GPU's ImageNet model on any device (a CPU check of that path)",
+    )
+    parser.add_argument("--no-compiled", action="store_true", help="skip the compiled row")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
