@@ -101,3 +101,22 @@ def test_help_shows_no_python_types_and_enumerations_as_choices(command):
     choices = {"train": "<fp|mshp|q8>", "serve": "<flag|refuse|off>", "import": "<fp|mshp>"}
     if command in choices:
         assert choices[command] in result.output
+
+
+def test_train_one_model_distils_from_a_teacher_and_saves_it_measured(tmp_path):
+    """``entroguard train --arch --prior --beta --teacher``: a short run saves a checkpoint
+    that loads, records its training settings, and carries the clean payload statistics that
+    ``rate_cap`` needs."""
+    from entroguard.train.checkpoint import read_metadata
+    from entroguard.train.zoo import default_zoo_dir
+
+    teacher = default_zoo_dir() / "resnet_s-fp-beta0.01.safetensors"
+    result = CliRunner().invoke(app, ["train", "--arch", "resnet_s", "--prior", "fp", "--beta",
+                                      "0.16", "--epochs", "0.01", "--teacher", str(teacher),
+                                      "--out", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "resnet_s-fp-beta0.16.safetensors"
+    meta = read_metadata(path)
+    assert meta["beta"] == 0.16 and meta["train"]["distill_weight"] > 0
+    assert meta["clean_payload"]["n"] == 10000 and meta["metrics"]["n"] == 10000
+    assert load_checkpoint(path).spec.prior == "fp"

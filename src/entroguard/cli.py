@@ -177,8 +177,10 @@ def train(
             return
         if arch is None:
             raise typer.BadParameter("give --arch (one model) or --zoo")
-        _train_one(arch, prior, beta, epochs, train_set, test_set, out, teacher,
-                   distill_weight, seed, channels, device)  # fmt: skip
+        options = {"beta": beta, "epochs": epochs, "seed": seed, "teacher": teacher,
+                   "distill_weight": distill_weight, "channels": channels,
+                   "device": device}  # fmt: skip
+        _train_one(arch, prior, options, train_set, test_set, out)
     except (EntroguardError, ValueError) as exc:
         _fail(exc)
 
@@ -236,42 +238,16 @@ def _train_slimmable(arch: str, o: dict, train_set, test_set, out: Path) -> None
     typer.echo(f"saved {path}")
 
 
-def _train_one(
-    arch,
-    prior,
-    beta,
-    epochs,
-    train_set,
-    test_set,
-    out,
-    teacher,
-    distill_weight,
-    seed,
-    channels,
-    device,
-):
-    import torch
+def _train_one(arch: str, prior: str, o: dict, train_set, test_set, out: Path) -> None:
+    from entroguard.train.loop import TrainConfig
+    from entroguard.train.recipes.runs import run_entropic_student
 
-    from entroguard.measure import measure
-    from entroguard.models import build_model
-    from entroguard.train.checkpoint import load_checkpoint, save_checkpoint
-    from entroguard.train.loop import TrainConfig, train_split
-
-    torch.manual_seed(seed)
-    model = build_model(arch, prior, **({"latent_channels": channels} if channels else {}))
-    model = model.to(device)
-    teacher_model = load_checkpoint(teacher).to(device) if teacher else None
-    config = TrainConfig(
-        beta=beta, epochs=epochs, seed=seed, distill_weight=distill_weight if teacher else 0.0
-    )
-    train_split(model, train_set, config, teacher=teacher_model)
-    result = measure(model, test_set.batches(500), total=len(test_set))
-    name = f"{arch}-{prior}" + (f"-c{channels}" if channels else "") + f"-beta{beta:g}"
-    path = save_checkpoint(
-        model, out / name, beta=beta, dataset=test_set.name, train=config.to_dict(),
-        metrics=result.summary(),
-    )  # fmt: skip
-    typer.echo(f"saved {path}: {json.dumps(result.summary())}")
+    distill = o["distill_weight"] if o["teacher"] else 0.0
+    config = TrainConfig(beta=o["beta"], epochs=o["epochs"], seed=o["seed"], distill_weight=distill)
+    path, metrics = run_entropic_student(arch, prior, config, train_set, test_set, out,
+                                         channels=o["channels"], teacher_path=o["teacher"],
+                                         device=o["device"])  # fmt: skip
+    typer.echo(f"saved {path}: {json.dumps(metrics)}")
 
 
 @app.command("zoo")

@@ -61,24 +61,11 @@ class ConditionResult:
     seconds: float
 
 
-def threatened(
-    threat: Threat,
-    model: SplitClassifier | None,
-    model_name: str,
-    data: ImageSet,
-    n: int,
-    batch_size: int,
-    seed: int,
-) -> Batches:
-    """The first ``n`` images of ``data`` under ``threat``, in batches of ``(images, labels)``
-    (images on ``model``'s device, labels on the CPU); seeded by the condition, so reruns and
-    resumes give identical images."""
-    return list(ThreatenedBatches(threat, model, model_name, data, n, batch_size, seed))
-
-
 class ThreatenedBatches:
-    """The batches of :func:`threatened`, each made when first iterated and kept for the next
-    pass (a task measures the same images behind each of its defences).
+    """The first ``n`` images of ``data`` under ``threat``, in batches of ``(images, labels)``
+    (images on ``model``'s device, labels on the CPU), seeded by the condition so that reruns
+    and resumes give identical images. Each batch is made when first iterated and kept for the
+    next pass (a task measures the same images behind each of its defences).
 
     Attributes:
         seconds: the time spent threatening so far, in seconds.
@@ -183,6 +170,11 @@ class Measurer:
         if threat.adapts_to == name and "defense_params" in threat.params:
             return build_defense(name, **threat.params["defense_params"])
         return build_defense(name, **self.defense_params.get(name, {}))
+
+    def shared_batches(self, threat: Threat, n: int) -> Batches:
+        """The first ``n`` images under a threat that does not depend on the model (clean, a
+        corruption), made now: every model of the campaign measures the same ones."""
+        return list(ThreatenedBatches(threat, None, "", self.data, n, self.batch_size, self.seed))
 
     def params_json(self, threat: Threat, defense: str) -> str:
         """The condition's ``params`` column: the threat's, plus the defence's own."""

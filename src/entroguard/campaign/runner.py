@@ -24,7 +24,7 @@ from entroguard.allocator import keep_freed_memory
 from entroguard.campaign.config import CampaignConfig, ConfigError
 from entroguard.campaign.export import write_csv, write_leak_csv
 from entroguard.campaign.leak_runner import plan_leak, run_leak_units
-from entroguard.campaign.measurer import ConditionResult, Measurer, Task, threatened
+from entroguard.campaign.measurer import ConditionResult, Measurer, Task
 from entroguard.campaign.models import ModelRef, resolve_models
 from entroguard.campaign.out_lock import OutDirLock
 from entroguard.campaign.progress import CampaignProgress
@@ -79,8 +79,7 @@ def _with_shared_images(tasks: list[Task], measurer: Measurer) -> Iterator[Task]
             key = (task.threat.name, task.threat.strength, task.n)
             if key != current:
                 current = key
-                batches = threatened(task.threat, None, "", measurer.data, task.n,
-                                     measurer.batch_size, measurer.seed)  # fmt: skip
+                batches = measurer.shared_batches(task.threat, task.n)
             task.batches = batches
         yield task
 

@@ -41,8 +41,6 @@ def save_checkpoint(model: SplitClassifier, path: str | Path, **metadata: Any) -
     Returns the weights path. Writes to temporary files first, so a crash never leaves a
     half-written checkpoint under the final name.
     """
-    weights, meta_path = checkpoint_paths(path)
-    weights.parent.mkdir(parents=True, exist_ok=True)
     tables = pack_tables(model.coder_tables())
     state = {k: v.detach().cpu().contiguous() for k, v in (model.learned_state() | tables).items()}
     meta = {
@@ -54,6 +52,15 @@ def save_checkpoint(model: SplitClassifier, path: str | Path, **metadata: Any) -
         "tables_sha256": tensors_digest(tables),
         **metadata,
     }
+    return write_pair(path, state, meta)
+
+
+def write_pair(path: str | Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path.safetensors`` and ``meta`` to ``path.json`` through temporary
+    files, so a crash never leaves a half-written pair under the final names; returns the
+    weights path."""
+    weights, meta_path = checkpoint_paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
     tmp_w, tmp_m = Path(f"{weights}.tmp"), Path(f"{meta_path}.tmp")
     save_file(state, str(tmp_w))
     tmp_m.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from entroguard.data.imageset import ImageSet
 from entroguard.device import module_device
 from entroguard.errors import CheckpointError
 from entroguard.models.split import tensors_digest
 from entroguard.models.uncut import UncutClassifier
-from entroguard.train.checkpoint import checkpoint_paths
+from entroguard.train.checkpoint import checkpoint_paths, write_pair
 from entroguard.train.epochs import run_epoch
 
 FORMAT = "entroguard-uncut-checkpoint"
@@ -69,16 +69,10 @@ def train_teacher(
 
 def save_teacher(model: UncutClassifier, path: str | Path, **metadata) -> Path:
     """Save ``model`` as ``path.safetensors`` + ``path.json``; returns the weights path."""
-    weights, meta_path = checkpoint_paths(path)
-    weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "arch": model.arch, "options": model.options,
             "sha256": tensors_digest(state), **metadata}  # fmt: skip
-    save_file(state, f"{weights}.tmp")
-    Path(f"{meta_path}.tmp").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    Path(f"{weights}.tmp").replace(weights)
-    Path(f"{meta_path}.tmp").replace(meta_path)
-    return weights
+    return write_pair(path, state, meta)
 
 
 def shipped_teacher_path(arch: str) -> Path:

@@ -16,8 +16,9 @@ from entroguard.data.imageset import ImageSet
 from entroguard.measure import measure
 from entroguard.models import build_model
 from entroguard.models.uncut import UncutClassifier
-from entroguard.train.checkpoint import save_checkpoint
+from entroguard.train.checkpoint import load_checkpoint, save_checkpoint
 from entroguard.train.epochs import split_validation, top1
+from entroguard.train.loop import TrainConfig, train_split
 from entroguard.train.recipes.bottlefit import (
     BottleFitConfig,
     student_from_teacher,
@@ -94,6 +95,37 @@ def save_measured(model, path: Path, test_set: ImageSet, *, progress: bool = Tru
         **metadata,
     )  # fmt: skip
     return path, measured.summary()
+
+
+def entropic_student_name(arch: str, prior: str, channels: int | None, beta: float) -> str:
+    """``resnet_s-mshp-beta0.01`` (``-c8`` after the prior with a channel count given)."""
+    return f"{arch}-{prior}" + (f"-c{channels}" if channels else "") + f"-beta{beta:g}"
+
+
+def run_entropic_student(
+    arch: str,
+    prior: str,
+    config: TrainConfig,
+    train_set: ImageSet,
+    test_set: ImageSet,
+    out: Path,
+    *,
+    channels: int | None = None,
+    teacher_path: str | Path | None = None,
+    progress: bool = True,
+    device: str = "cpu",
+) -> tuple[Path, dict]:
+    """Train one split model of ``arch`` and ``prior`` by rate-distortion (plus distillation
+    from the split checkpoint ``teacher_path`` when ``config.distill_weight`` > 0), measure it
+    and save it as the zoo does; returns (weights path, metrics)."""
+    torch.manual_seed(config.seed)
+    model = build_model(arch, prior, **({"latent_channels": channels} if channels else {}))
+    model = model.to(device)
+    teacher = load_checkpoint(teacher_path).to(device) if teacher_path else None
+    train_split(model, train_set, config, teacher=teacher, progress=progress)
+    name = entropic_student_name(arch, prior, channels, config.beta)
+    return save_measured(model, out / name, test_set, progress=progress, beta=config.beta,
+                         train=config.to_dict())  # fmt: skip
 
 
 def run_uncut(
