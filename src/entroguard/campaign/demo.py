@@ -21,9 +21,10 @@ ANALYSIS_MODEL = "resnet_s-mshp-beta0.01"
 #: The models the adaptive attacks run on (the most costly attacks: one model per arch/prior).
 ADAPTIVE_MODELS = ["*-fp-beta0.01", "*-mshp-beta0.01"]
 
-#: The default zoo's entropic students (the full grid runs on them): the patterns end at the
-#: beta, so the rate-adversarial copies (``...-beta0.01-radv``) are not among them.
-ENTROPIC = ["*-fp-beta?.??", "*-mshp-beta?.??"]
+#: Stands for the default zoo's entropic students in :data:`DEMO` (the full grid runs on
+#: them): :func:`demo_config` puts their names in its place, read from the zoo's recipes, so
+#: neither a rate-adversarial copy nor a BottleFit model of the same prior slips in.
+ENTROPIC = "entropic students"
 
 #: The slices (shipped ones only): a q8 BottleFit model, clean, under the 19 corruptions at
 #: severity 3 and under rate_pgd; a slimmable head at its smallest and largest settings, clean
@@ -112,10 +113,18 @@ def demo_config(n_images: int | None = None, zoo_dir: str | Path | None = None) 
     shipped = {row["name"] for row in rows}
     entropic = [row["name"] for row in rows if row["recipe"] == "entropic_student"]
     slices = [m for m in SLICE_MODELS + RADV_SLICE if split_setting_name(m)[0] in shipped]
-    cfg = parse_config(DEMO | {"models": entropic + slices}, "demo")
+    threats = [_scoped(entry, entropic) for entry in DEMO["threats"]]
+    cfg = parse_config(DEMO | {"models": entropic + slices, "threats": threats}, "demo")
     if n_images is not None:
         cfg.n_images = n_images
     return cfg
+
+
+def _scoped(entry: str | dict, entropic: list[str]) -> str | dict:
+    """``entry`` with :data:`ENTROPIC` replaced by the entropic students' names."""
+    if isinstance(entry, dict) and entry.get("models") == ENTROPIC:
+        return entry | {"models": entropic}
+    return entry
 
 
 def write_demo_plan(out: str | Path, zoo_dir: str | Path | None = None) -> Path:
