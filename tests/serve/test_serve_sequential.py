@@ -257,7 +257,7 @@ def test_refuse_mode_refuses_an_alarmed_client_until_it_recovers(zoo):
                 assert sent < ATTACK_DELAY_LIMIT, "no refusal"
             assert r.status_code == 422, r.text
             error = r.json()["error"]
-            assert error["reason"] == "rate_anomaly"
+            assert error["reason"] == "client_alarm"
             assert "sequential rate test" in error["detail"] and "CUSUM" in error["detail"]
             # another client is served meanwhile
             assert _post(client, clean[0], "bystander").status_code == 200
@@ -284,7 +284,8 @@ def test_refuse_mode_refuses_an_alarmed_client_until_it_recovers(zoo):
             assert r.status_code == 200 and r.json()["guard"]["cusum"] < DEFAULT_CUSUM_H
             text = client.get("/metrics").text
             assert "entroguard_guard_client_alarms_total 2" in text
-            refused = _metric(text, 'entroguard_rejections_total{reason="rate_anomaly"}')
+            refused = _metric(text, 'entroguard_rejections_total{reason="client_alarm"}')
+            assert 'entroguard_rejections_total{reason="rate_anomaly"}' not in text
             alarm_packets = _metric(
                 text, 'entroguard_guard_client_alarm_packets_total{action="refuse"}'
             )

@@ -20,7 +20,6 @@ from torch import Tensor
 from entroguard.errors import InputError
 from entroguard.models.split import SplitClassifier
 from entroguard.serve.client import EdgeClient, ServerRejectedError
-from entroguard.serve.engine import CLIENT_ALARM_DETAIL
 from entroguard.serve.inputs import InputSource
 from entroguard.serve.uploads import DEFAULT_JPEG_QUALITY, upload_sizes
 
@@ -164,7 +163,7 @@ def _send(client: EdgeClient, packet: bytes, common: dict, top_k: int,
             raise
         return EdgeRecord(**common, latency_ms=None, predicted=None, label=None, prob=None,
                           guard="refuse", error=exc.reason,
-                          client_alarm=exc.detail.startswith(CLIENT_ALARM_DETAIL))  # fmt: skip
+                          client_alarm=exc.reason == "client_alarm")  # fmt: skip
     body = reply.body
     predicted = int(body["predicted"])
     guard = body.get("guard", {})

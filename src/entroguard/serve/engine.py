@@ -260,7 +260,8 @@ class _RateAnomaly(ServeError):
 
 
 class _ClientAlarm(_RateAnomaly):
-    """422 ``rate_anomaly`` because the client's sequential test is in alarm."""
+    """422 ``client_alarm``: the client's sequential test is in alarm (not one packet's size,
+    so that metrics and clients tell the two refusals apart)."""
 
     def __init__(
         self, decisions: list[GuardDecision], alarmed: list[int], sequential: ClientCusums
@@ -268,7 +269,7 @@ class _ClientAlarm(_RateAnomaly):
         last = decisions[alarmed[-1]]
         ServeError.__init__(
             self,
-            "rate_anomaly",
+            "client_alarm",
             f"{CLIENT_ALARM_DETAIL} (CUSUM over its packets) is in alarm: "
             f"statistic {last.cusum or 0.0:.1f} over h = {sequential.h:g} clean std; its packets "
             "have carried more payload than clean images for a while. They are refused until "

@@ -21,10 +21,10 @@ so clients can branch on the reason alone. Statuses:
 * 413: over a size limit (the request body, one packet, or the number of packets);
 * 415: a content type other than ``application/octet-stream`` (one packet) or
   ``application/x-entroguard-batch`` (several);
-* 422: refused by the rate guard (``"rate_anomaly"``): the packet is well-formed and from the
-  right model, but its payload is far above the model's clean payload sizes, or its client's
+* 422: refused by the rate guard: the packet is well-formed and from the right model, but its
+  payload is far above the model's clean payload sizes (``"rate_anomaly"``), or its client's
   sequential test (:mod:`~entroguard.serve.sequential`) is in alarm: the client's packets have
-  been larger than clean ones for a while (the detail says which). Not 429, which tells a
+  been larger than clean ones for a while (``"client_alarm"``). Not 429, which tells a
   client to retry later (the same packet would be refused again), not 413 (the packet is
   within the configured size limits), not 400 (nothing is malformed);
 * 429: the client's byte or packet budget is spent (``"rate_limited"``), or it already has
@@ -62,6 +62,7 @@ REASONS: dict[str, int] = {
     "too_many_packets": 413,
     "unsupported_media_type": 415,
     "rate_anomaly": 422,
+    "client_alarm": 422,
     "rate_limited": 429,
     "client_queue_full": 429,
     "overloaded": 503,
