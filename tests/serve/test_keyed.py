@@ -95,6 +95,16 @@ def test_a_permutation_is_refused_for_the_hyperprior(mshp):
         protected_packets(mshp, seeded_images(1), KeyedPermutation(), KEY)
 
 
+def test_a_byte_capped_head_is_refused_rather_than_coded_past_its_cap():
+    model = seeded_model("resnet_s", "fp")
+    x = seeded_images(2, seed=0)
+    model.set_byte_cap(max(model.compress(x).payload_bytes()))
+    with pytest.raises(ValueError, match="formats 4 and 5 do not combine.*set_byte_cap"):
+        protected_packets(model, x, KeyedNoise(), KEY, _nonces(2))
+    model.set_byte_cap(None)
+    assert len(protected_packets(model, x, KeyedNoise(), KEY, _nonces(2))) == 2
+
+
 def test_a_wrong_key_or_an_unkeyed_tail_is_refused_with_bad_key(fp):
     packets = protected_packets(fp, seeded_images(2), KeyedNoise(), KEY, _nonces(2))
     with pytest.raises(PacketError) as info:

@@ -154,8 +154,17 @@ def protected_packets(
     key: SplitKey,
     nonces: Sequence[bytes] | None = None,
 ) -> list[bytes]:
-    """The head: images (B, 3, H, W) in [0, 1] -> format-4 packets under ``key``."""
+    """The head: images (B, 3, H, W) in [0, 1] -> format-4 packets under ``key``.
+
+    A head with a byte cap is refused: a keyed packet has no field for the cap's reset share
+    (packet formats 4 and 5 do not combine), and coding past the cap would silently break it.
+    """
     check_protection(model, protection)
+    if model.byte_cap is not None:
+        raise ValueError(
+            "keyed packets cannot be byte-capped (packet formats 4 and 5 do not combine): "
+            "remove the head's cap with model.set_byte_cap(None), or send unprotected packets"
+        )
     nonces = list(nonces) if nonces is not None else new_nonces(len(images))
     y = model.analyze(images)
     y = torch.stack([protection.protect(y[i], key, n) for i, n in enumerate(nonces)])
