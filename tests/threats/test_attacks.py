@@ -11,6 +11,7 @@ from entroguard.data import load_dataset
 from entroguard.errors import InputError
 from entroguard.models import SplitClassifier
 from entroguard.models.small import build_small
+from entroguard.models.split import range_kept
 from entroguard.threats.attacks import (
     ATTACKS,
     Attack,
@@ -129,6 +130,27 @@ def test_bad_inputs_are_refused_with_clear_errors(untrained, batch):
         ClassifierPGD(EPS, steps=1)(model, x, labels[:2])
     with pytest.raises(TypeError, match="torch.Generator"):
         attack(model, x, generator=0)
+
+
+def test_the_range_is_checked_once_per_attack_not_at_every_step(untrained, batch, monkeypatch):
+    """The attack checks its images' range before the first step; inside it the model checks
+    only the dtype (no min/max, which on a GPU waits for the device, at every step); after it,
+    and outside any attack, the model checks the range again."""
+    model, (x, _) = untrained["mshp"], batch
+    reads = []
+    original_min = torch.Tensor.min
+
+    def counting_min(self, *args, **kwargs):
+        reads.append(tuple(self.shape))
+        return original_min(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "min", counting_min)
+    RatePGD(EPS, steps=5, noise_copies=2)(model, x, generator=_seed())
+    assert reads.count(tuple(x.shape)) == 1, reads  # the entry check only
+    with range_kept():
+        model.analyze(x * 2 - 0.5)  # the caller vouched for the range
+    with pytest.raises(InputError, match=r"\[0, 1\]"):
+        model.analyze(x * 2 - 0.5)
 
 
 # ---------------------------------------------------------------------------- budgets

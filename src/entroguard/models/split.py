@@ -9,8 +9,10 @@ inside the model.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,15 +27,30 @@ if TYPE_CHECKING:
     from entroguard.codec.byte_cap import ByteCap
 
 
+_RANGE_KEPT: contextvars.ContextVar[bool] = contextvars.ContextVar("range_kept", default=False)
+
+
+@contextlib.contextmanager
+def range_kept() -> Iterator[None]:
+    """Inside the block the caller vouches that every image it passes stays in [0, 1] (an
+    attack checks its images once and projects every step onto [0, 1]), so
+    :func:`check_unit_float` checks only the dtype: the value check reads the tensor's minimum
+    and maximum, which on a GPU waits for the device at every step."""
+    token = _RANGE_KEPT.set(True)
+    try:
+        yield
+    finally:
+        _RANGE_KEPT.reset(token)
+
+
 def check_unit_float(images: Tensor) -> None:
     """Raise ``InputError`` unless ``images`` is a float tensor with values in [0, 1].
 
-    Inside a function being compiled by ``torch.compile`` only the dtype is checked: the value
-    check would split the graph and synchronise the device (a compiled attack checks its
-    images once, before its first step, and projects every step onto [0, 1])."""
+    Only the dtype is checked inside :func:`range_kept` and inside a function being compiled by
+    ``torch.compile`` (where the value check would split the graph)."""
     if not images.is_floating_point():
         raise InputError(f"images must be float in [0, 1], got {images.dtype}: divide by 255")
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or _RANGE_KEPT.get():  # no context read while tracing
         return
     if images.numel() and (images.min() < -1e-6 or images.max() > 1 + 1e-6):
         raise InputError(

@@ -7,6 +7,9 @@
 * every random draw (random start, noise copies, sign patterns) comes from ``generator``; when
   it is ``None`` a fresh generator seeded with 0 is used, so a call is reproducible and the
   global random state is never read or changed;
+* the images are checked once, before the first step; every step projects onto [0, 1], so the
+  model does not check their range again (:func:`entroguard.models.split.range_kept`: no
+  device synchronisation per step on a GPU);
 * during the call the model is in eval mode with ``requires_grad`` off on every parameter, and
   gradients are taken with :func:`torch.autograd.grad` with respect to the input only: nothing
   is ever accumulated into a parameter's ``.grad``. Each module's mode and each parameter's
@@ -24,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from entroguard.errors import InputError
-from entroguard.models.split import check_unit_float
+from entroguard.models.split import check_unit_float, range_kept
 from entroguard.threats.attacks.compiled import call_compiled
 from entroguard.threats.attacks.precision import Precision, attack_precision, check_precision
 from entroguard.threats.attacks.projection import (
@@ -132,7 +135,7 @@ class Attack(ABC):
         check_attack_inputs(images, labels, self.needs_labels)
         generator = resolve_generator(generator, images)
         images = images.detach()
-        with frozen_eval(model), torch.enable_grad():
+        with frozen_eval(model), torch.enable_grad(), range_kept():
             adv = self.perturb(model, images, labels, generator)
         return adv.detach()
 
