@@ -4,7 +4,7 @@ off, against the Ray backend, in the same run, on the same grid.
 Prints conditions per second and images per second of each, and their ratio to the local
 backend with one worker coding inline (the baseline measured in this run). Every run measures
 into a fresh folder, so nothing is resumed; the results of all runs are checked equal (all but
-seconds). The coding lane (``overlap``) codes one batch on a background thread while the device
+seconds; on CUDA a difference is reported, not fatal, since GPU kernels are not bit-exact). The coding lane (``overlap``) codes one batch on a background thread while the device
 attacks the next: on a GPU that hides the CPU coding; on a CPU both share the same cores.
 
     python benchmarks/campaign.py [--models resnet_s-fp-beta0.01,resnet_s-mshp-beta0.01]
@@ -61,6 +61,8 @@ def main() -> None:
             "local, 2 workers": {"workers": 2, "overlap": False}}  # fmt: skip
     if not args.no_ray:
         runs["ray, 2 workers"] = {"workers": 2, "backend": "ray", "overlap": False}
+        if args.device.startswith("cuda"):  # Ray hides the GPU from actors that reserve none
+            runs["ray, 2 workers"]["gpus_per_task"] = 0.5
     for backend in runs.values():
         backend["device"] = args.device
     table, reference = [], None
@@ -69,7 +71,11 @@ def main() -> None:
             seconds, rows = _run(config, Path(tmp) / str(i), **backend)
             if reference is None:
                 reference, base = rows, seconds
-            assert rows == reference, f"{name} measured something else than the first run"
+            if rows != reference:
+                if not args.device.startswith("cuda"):
+                    raise SystemExit(f"{name} measured something else than the first run")
+                print(f"note: {name} differs from the first run (CUDA kernels are not "
+                      "bit-deterministic across processes)")  # fmt: skip
             images = sum(int(r["n"]) for r in rows)
             table.append({"backend": name, "conditions": len(rows), "seconds": f"{seconds:.1f}",
                           "conditions_per_s": f"{len(rows) / seconds:.2f}",

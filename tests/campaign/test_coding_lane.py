@@ -11,7 +11,12 @@ import torch
 from typer.testing import CliRunner
 
 from entroguard.campaign import measurer as measurer_module
-from entroguard.campaign.coding_lane import CodingLane, overlap_by_default, results
+from entroguard.campaign.coding_lane import (
+    CodingLane,
+    overlap_by_default,
+    raise_failed,
+    results,
+)
 from entroguard.campaign.measurer import Measurer, Task
 from entroguard.campaign.models import ModelRef
 from entroguard.cli import app
@@ -81,9 +86,8 @@ def test_the_lane_codes_with_the_submitters_thread_count_and_in_order():
     assert order == list(range(20))
 
 
-@pytest.mark.parametrize("enabled", [False, True])
-def test_a_failed_job_is_raised_after_the_others_are_done(enabled):
-    lane, done = CodingLane(enabled), []
+def test_a_failed_job_is_raised_after_the_others_are_done():
+    lane, done = CodingLane(enabled=True), []
 
     def fail() -> None:
         raise ValueError("bad latent")
@@ -92,7 +96,20 @@ def test_a_failed_job_is_raised_after_the_others_are_done(enabled):
     with pytest.raises(ValueError, match="bad latent"):
         results(pending)
     assert done == [1, 2]
+    with pytest.raises(ValueError, match="bad latent"):
+        raise_failed(pending)  # what the measurer checks after each batch
     lane.close()
+
+
+def test_with_the_lane_off_a_job_runs_and_fails_at_once():
+    lane = CodingLane(enabled=False)
+    assert lane.submit(sum, [1, 2]).result() == 3
+    with pytest.raises(KeyboardInterrupt):
+        lane.submit(_interrupt)
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt
 
 
 def test_the_campaign_command_takes_overlap_and_measures_the_same(tiny_zoo, tmp_path):

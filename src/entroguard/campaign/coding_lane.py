@@ -40,14 +40,12 @@ class CodingLane:
         self._pool: ThreadPoolExecutor | None = None
 
     def submit(self, job: Callable[..., T], *args: object) -> Future[T]:
-        """Start ``job(*args)``: on the lane's thread, or now when the lane is off."""
+        """Start ``job(*args)`` on the lane's thread; when the lane is off, run it now (its
+        error, if any, is raised here) and return its finished future."""
         if self.enabled:
             return self._thread().submit(job, *args)
         done: Future[T] = Future()
-        try:
-            done.set_result(job(*args))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
-            done.set_exception(exc)
+        done.set_result(job(*args))
         return done
 
     def _thread(self) -> ThreadPoolExecutor:
@@ -68,9 +66,24 @@ class CodingLane:
             self._pool = None
 
 
-def results(pending: list[Future[T]]) -> list[T]:
-    """Every job's result, in order; when one failed, the others are waited for first (so no
-    job outlives the state it was given), then the first error is raised."""
+def wait_all(pending: list[Future]) -> None:
+    """Wait until every job has finished, failed or not (so that no job outlives the state it
+    was given); raises nothing."""
     for future in pending:
         future.exception()
+
+
+def raise_failed(pending: list[Future]) -> None:
+    """Raise the error of the first job that has already failed, if any (so that a failed
+    coding stops a condition at once, not after all its batches)."""
+    for future in pending:
+        if future.done() and future.exception() is not None:
+            wait_all(pending)
+            raise future.exception()  # type: ignore[misc]
+
+
+def results(pending: list[Future[T]]) -> list[T]:
+    """Every job's result, in order; when one failed, the others are waited for first, then
+    the first error is raised."""
+    wait_all(pending)
     return [future.result() for future in pending]

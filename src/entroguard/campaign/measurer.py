@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from entroguard.campaign.coding_lane import CodingLane, overlap_by_default, results
+from entroguard.campaign.coding_lane import (
+    CodingLane,
+    overlap_by_default,
+    raise_failed,
+    results,
+    wait_all,
+)
 from entroguard.campaign.models import ModelRef
 from entroguard.campaign.store import ConditionId
 from entroguard.data import ImageSet
@@ -210,14 +216,16 @@ class Measurer:
         t0 = time.perf_counter()
         d = self.defense(task.threat, name)
         with _head_of(d, model):
-            pending = []
+            pending: list = []
             try:
                 for x, y in source:
                     x = x.to(self.device)
                     analyzed = analyze_batch(model, x if d is None else d(model, x))
                     pending.append(self.lane.submit(code_batch, model, analyzed, y))
+                    raise_failed(pending)
             finally:
-                parts = results(pending)  # every job done before the head is restored
+                wait_all(pending)  # every job done before the head is restored
+            parts = results(pending)
         threat_seconds = getattr(source, "seconds", 0.0)
         own = time.perf_counter() - t0 - (threat_seconds - threat_before)
         return ConditionResult(

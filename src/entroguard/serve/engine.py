@@ -120,7 +120,8 @@ class TailEngine:
         return batch
 
     def judge(self, encoded: EncodedBatch, client: str | None = None) -> list[GuardDecision]:
-        """The guard's verdict on every packet; 422 ``rate_anomaly`` if any is refused.
+        """The guard's verdict on every packet; 422 ``rate_anomaly`` if any is refused, 422
+        ``client_alarm`` if the client's sequential test refuses it.
 
         With a sequential test and a ``client``, every packet's score is added to the
         client's statistic (refused packets too, so a client in alarm that goes back to clean

@@ -7,9 +7,9 @@
 * every random draw (random start, noise copies, sign patterns) comes from ``generator``; when
   it is ``None`` a fresh generator seeded with 0 is used, so a call is reproducible and the
   global random state is never read or changed;
-* the images are checked once, before the first step; every step projects onto [0, 1], so the
-  model does not check their range again (:func:`entroguard.models.split.range_kept`: no
-  device synchronisation per step on a GPU);
+* the images are checked once, before the first step; a gradient attack projects every step
+  onto [0, 1], so the model does not check their range at each step
+  (:func:`entroguard.models.split.range_kept`: no device synchronisation per step on a GPU);
 * during the call the model is in eval mode with ``requires_grad`` off on every parameter, and
   gradients are taken with :func:`torch.autograd.grad` with respect to the input only: nothing
   is ever accumulated into a parameter's ``.grad``. Each module's mode and each parameter's
@@ -28,7 +28,8 @@ from torch import Tensor, nn
 
 from entroguard.errors import InputError
 from entroguard.models.split import check_unit_float, range_kept
-from entroguard.threats.attacks.compiled import call_compiled
+from entroguard.threats.attacks.compiled import compiled as compiled_loss
+from entroguard.threats.attacks.compiled import compiling
 from entroguard.threats.attacks.precision import Precision, attack_precision, check_precision
 from entroguard.threats.attacks.projection import (
     Norm,
@@ -135,7 +136,7 @@ class Attack(ABC):
         check_attack_inputs(images, labels, self.needs_labels)
         generator = resolve_generator(generator, images)
         images = images.detach()
-        with frozen_eval(model), torch.enable_grad(), range_kept():
+        with frozen_eval(model), torch.enable_grad():
             adv = self.perturb(model, images, labels, generator)
         return adv.detach()
 
@@ -269,15 +270,15 @@ class PGDAttack(Attack):
         labels: Tensor | None,
         generator: torch.Generator,
     ) -> Tensor:
-        """The gradient (B, 3, H, W) of :meth:`loss` at ``x`` with respect to ``x`` only, the
-        loss run in the attack's precision, compiled when ``compiled`` is set."""
+        """The gradient (B, 3, H, W) of :meth:`loss` at ``x`` (in [0, 1]) with respect to ``x``
+        only, the model trusting its range (:func:`~entroguard.models.split.range_kept`); the
+        loss's forward pass in the attack's precision, compiled when ``compiled`` is set."""
         x = x.detach().requires_grad_(True)
-        with attack_precision(self.precision, x.device):
-            if self.compiled:
-                loss = call_compiled(type(self).loss, self, model, x, labels, generator)
-            else:
-                loss = self.loss(model, x, labels, generator)
-        (grad,) = torch.autograd.grad(loss, x)
+        loss_fn = compiled_loss(type(self).loss) if self.compiled else type(self).loss
+        with compiling() if self.compiled else contextlib.nullcontext(), range_kept():
+            with attack_precision(self.precision, x.device):
+                loss = loss_fn(self, model, x, labels, generator)
+            (grad,) = torch.autograd.grad(loss, x)
         return grad
 
     def transform_gradient(self, grad: Tensor) -> Tensor:

@@ -17,8 +17,9 @@ eager one's.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -49,16 +50,20 @@ def compiled(loss: Callable) -> Callable:
     return _COMPILED[loss]
 
 
-def call_compiled(loss: Callable, *args: object) -> torch.Tensor:
-    """Call the compiled ``loss(*args)``; a compiler failure becomes one :class:`CompileError`
-    that says what to do."""
+@contextlib.contextmanager
+def compiling() -> Iterator[None]:
+    """Run compiled losses and their backward passes in the block (AOTAutograd may build the
+    backward program lazily, at the first gradient): the recompile limit raised to
+    :data:`RECOMPILE_LIMIT`, and a compiler failure turned into one :class:`CompileError` that
+    says what to do."""
     try:
         with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
-            return compiled(loss)(*args)
+            yield
     except torch._dynamo.exc.BackendCompilerFailed as exc:
+        inner = exc.inner_exception
+        first_line = (str(inner).splitlines() or [""])[0][:200]
         raise CompileError(
-            f"torch.compile could not build the attack's loss ({type(exc.inner_exception).__name__}"
-            f": {str(exc.inner_exception).splitlines()[0][:200]}). Inductor needs a working C++ "
-            "compiler on the CPU (apt-get install g++) and Triton on a GPU; or run the attack "
-            "with compiled=False"
+            f"torch.compile could not build the attack's loss ({type(inner).__name__}: "
+            f"{first_line}). Inductor needs a working C++ compiler on the CPU (apt-get install "
+            "g++) and Triton on a GPU; or run the attack with compiled=False"
         ) from exc

@@ -1,7 +1,7 @@
 """One training run per recipe, from datasets to a measured checkpoint on disk.
 
-``entroguard train --recipe bottlefit``, ``uncut``, ``slimmable`` and ``rate_adversarial`` call
-these; the entropic-student recipe keeps its own path (``train.loop`` and ``train.zoo``).
+``entroguard train`` calls these: one entropic student (``--arch``), ``--recipe bottlefit``,
+``uncut``, ``slimmable`` and ``rate_adversarial``; the whole default zoo is ``train.zoo``'s.
 """
 
 from __future__ import annotations
