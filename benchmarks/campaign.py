@@ -4,8 +4,9 @@ off, against the Ray backend, in the same run, on the same grid.
 Prints conditions per second and images per second of each, and their ratio to the local
 backend with one worker coding inline (the baseline measured in this run). Every run measures
 into a fresh folder, so nothing is resumed; the results of all runs are checked equal (all but
-seconds; on CUDA a difference is reported, not fatal, since GPU kernels are not bit-exact). The coding lane (``overlap``) codes one batch on a background thread while the device
-attacks the next: on a GPU that hides the CPU coding; on a CPU both share the same cores.
+seconds; on CUDA a difference is reported, not fatal, since GPU kernels are not bit-exact).
+The coding lane (``overlap``) codes one batch on a background thread while the device attacks
+the next: on a GPU that hides the CPU coding; on a CPU both share the same cores.
 
     python benchmarks/campaign.py [--models resnet_s-fp-beta0.01,resnet_s-mshp-beta0.01]
                                   [--n-images 64] [--no-ray] [--device cuda]
