@@ -164,6 +164,7 @@ def run_campaign(
                 _run_parallel(shared, measurer, workers, record)
         finally:
             bar.close()
+            measurer.lane.close()  # the in-process lane's thread, if it was started
         run_leak_units(leak_units, config, data, store, progress, device)
         write_leak_csv(store, out_dir / "leak.csv")
         return write_csv(store, out_dir / "results.csv")

@@ -11,8 +11,8 @@ Compiling costs time once per (loss, architecture, shape) in a process: about 5-
 project's 2-core CPU, less when Inductor's on-disk cache already holds the kernels. It pays
 back on long runs (thousands of images per model); ``benchmarks/attacks.py`` measures both
 the compile time and the steady-state speed against eager, and
-``tests/threats/test_attacks.py`` holds the compiled attack's inflation within 1 point of the
-eager one's.
+``tests/threats/test_compiled_attack.py`` holds the compiled attack's inflation within 1 point
+of the eager one's.
 """
 
 from __future__ import annotations
